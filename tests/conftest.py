@@ -1,0 +1,13 @@
+"""Shared fixtures for the wavesign test suite."""
+
+from __future__ import annotations
+
+import pytest
+from securesystemslib.signer import CryptoSigner
+from wavesign.shared.keys import generate_signer
+
+
+@pytest.fixture(scope="session")
+def ed25519_signers() -> list[CryptoSigner]:
+    """A few ed25519 signers, made once: key generation is not what these tests test."""
+    return [generate_signer("ed25519") for _ in range(4)]
