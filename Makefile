@@ -8,8 +8,9 @@ STAMPS := .stamps
 
 # gnupg: operator/officer signatures; libzbar*: zbar-py (built against libzbar-dev);
 # zbar-tools and qrencode: the independent QR reader and writer used by tests;
-# postgresql: the throwaway cluster of the PostgreSQL tests.
-DEBIAN_PACKAGES := gnupg libzbar0 libzbar-dev zbar-tools qrencode postgresql
+# postgresql: the throwaway cluster of the PostgreSQL tests; softhsm2: the PKCS#11
+# token the HSM tests sign with.
+DEBIAN_PACKAGES := gnupg libzbar0 libzbar-dev zbar-tools qrencode postgresql softhsm2
 
 .PHONY: all demo test lint docs unit sysdeps venv clean
 

@@ -42,8 +42,11 @@ def loads_strict(data: bytes | str, *, what: str, max_size: int) -> Any:
         raise JSONInputError(f"{what} is {len(data)} bytes, above the limit of {max_size}")
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
+        # strict=False: canonical JSON leaves control characters (a PEM key's newlines)
+        # unescaped inside strings, and json.loads would otherwise refuse them.
         return json.loads(
             text,
+            strict=False,
             object_pairs_hook=_no_duplicates,
             parse_float=_refuse_float,
             parse_constant=_refuse_float,
