@@ -319,15 +319,7 @@ class SigningRequest:
     @_bundle_errors
     def from_dict(cls, data: Any) -> SigningRequest:
         reader = FieldReader(data, "request")
-        fmt = reader.string("format")
-        if fmt != REQUEST_FORMAT:
-            raise BundleError(f"request.format: {fmt!r} is not a wavesign signing request")
-        version = reader.integer("version")
-        if version != FORMAT_VERSION:
-            raise BundleError(
-                f"request.version: format version {version} is not supported "
-                f"(this wavesign reads version {FORMAT_VERSION})"
-            )
+        reader.format_header(REQUEST_FORMAT, FORMAT_VERSION, "wavesign signing request")
         request_id = reader.string("id", pattern=_ID)
         factory = reader.string("factory", pattern=_NAME)
         created = reader.string("created", pattern=_TIME)
@@ -429,15 +421,7 @@ class SigningResponse:
     @_bundle_errors
     def from_dict(cls, data: Any) -> SigningResponse:
         reader = FieldReader(data, "response")
-        fmt = reader.string("format")
-        if fmt != RESPONSE_FORMAT:
-            raise BundleError(f"response.format: {fmt!r} is not a wavesign signing response")
-        version = reader.integer("version")
-        if version != FORMAT_VERSION:
-            raise BundleError(
-                f"response.version: format version {version} is not supported "
-                f"(this wavesign reads version {FORMAT_VERSION})"
-            )
+        reader.format_header(RESPONSE_FORMAT, FORMAT_VERSION, "wavesign signing response")
         request_sha256 = reader.string("request_sha256", pattern=HEX64)
         signatures = read_list(
             reader.sequence("signatures"), "response.signatures", SignatureEntry.from_dict

@@ -120,6 +120,18 @@ class FieldReader:
             )
         return value
 
+    def format_header(self, expected: str, version: int, label: str) -> None:
+        """Read ``format`` and ``version``: the document must be ``expected`` at ``version``."""
+        fmt = self.string("format")
+        if fmt != expected:
+            raise JSONInputError(f"{self.path}.format: {fmt!r} is not a {label}")
+        found = self.integer("version")
+        if found != version:
+            raise JSONInputError(
+                f"{self.path}.version: format version {found} is not supported "
+                f"(this wavesign reads version {version})"
+            )
+
     def done(self) -> None:
         extra = sorted(set(self.data) - self._seen)
         if extra:
