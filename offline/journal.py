@@ -1,37 +1,33 @@
-"""The appliance's journal: an append-only, hash-chained record of every signing.
+"""The appliance's journal file: an append-only, hash-chained record of every signing.
 
-``HOME/journal.jsonl`` holds one entry per line, each line the canonical JSON of the
-entry (so its hash is well defined and any re-formatting shows). Line ``n`` carries
-``index: n`` and ``prev``: the sha256 of line ``n-1``'s bytes (64 zeros for line 1).
-Editing a line breaks the ``prev`` of the next one; removing or reordering lines
-breaks the indexes; cutting lines off the end is caught by ``HOME/journal.head``,
-which records the last index and hash. :func:`verify_lines` names the first line that
-breaks.
-
-Entry fields::
-
-    index, time, kind ("sign"), request_id, request_sha256, purpose, tag,
-    payloads [{name, role, sha256, version}], keyids, confirmation,
-    response_sha256, prev
-
-``response_sha256`` is :meth:`SigningResponse.digest`; that response's
-``journal_head`` is this entry's ``prev`` (the head before it was written), so an
-auditor finds the entry of a response as the one with that ``prev`` and digest.
+``HOME/journal.jsonl`` holds one entry per line; the line format and the chain rules
+live in :mod:`wavesign.shared.journal_format` (the auditor checks an export with the
+same code). Cutting lines off the end is caught by ``HOME/journal.head``, which
+records the last index and hash and is rewritten on every append.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from wavesign.shared.canonical import canonical_bytes, digest_bytes
+from wavesign.shared.canonical import canonical_bytes
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
-from wavesign.shared.strictjson import HEX64, FieldReader, JSONInputError, loads_strict
+from wavesign.shared.journal_format import (
+    GENESIS,
+    JournalEntry,
+    JournalVerification,
+    PayloadRecord,
+    split_lines,
+    verify_lines,
+)
+from wavesign.shared.strictjson import HEX64, FieldReader, loads_strict
 
+# The format's names stay importable from here for older importers; new code imports
+# them from wavesign.shared.journal_format.
 __all__ = [
     "GENESIS",
     "Journal",
@@ -39,216 +35,13 @@ __all__ = [
     "JournalError",
     "JournalVerification",
     "PayloadRecord",
+    "split_lines",
     "verify_lines",
 ]
-
-GENESIS = "0" * 64
-MAX_LINE = 1024 * 1024
-KINDS = ("sign",)
 
 
 class JournalError(WavesignError):
     """The journal is broken, or cannot be written."""
-
-
-@dataclass(frozen=True)
-class PayloadRecord:
-    """What the journal keeps about one signed payload."""
-
-    name: str
-    role: str
-    sha256: str
-    version: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "role": self.role,
-            "sha256": self.sha256,
-            "version": self.version,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str) -> PayloadRecord:
-        reader = FieldReader(data, path)
-        record = cls(
-            reader.string("name"),
-            reader.string("role"),
-            reader.string("sha256", pattern=HEX64),
-            reader.integer("version", minimum=0),
-        )
-        reader.done()
-        return record
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """One journal line."""
-
-    index: int
-    time: str
-    kind: str
-    request_id: str
-    request_sha256: str
-    purpose: dict[str, Any]
-    tag: str | None
-    payloads: tuple[PayloadRecord, ...]
-    keyids: tuple[str, ...]
-    confirmation: str
-    response_sha256: str
-    prev: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "time": self.time,
-            "kind": self.kind,
-            "request_id": self.request_id,
-            "request_sha256": self.request_sha256,
-            "purpose": self.purpose,
-            "tag": self.tag,
-            "payloads": [p.to_dict() for p in self.payloads],
-            "keyids": list(self.keyids),
-            "confirmation": self.confirmation,
-            "response_sha256": self.response_sha256,
-            "prev": self.prev,
-        }
-
-    def to_line(self) -> bytes:
-        return canonical_bytes(self.to_dict())
-
-    def hash(self) -> str:
-        return digest_bytes(self.to_line())
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str = "entry") -> JournalEntry:
-        reader = FieldReader(data, path)
-        index = reader.integer("index", minimum=1)
-        time = reader.string("time")
-        kind = reader.choice("kind", KINDS)
-        request_id = reader.string("request_id")
-        request_sha256 = reader.string("request_sha256", pattern=HEX64)
-        purpose = reader.mapping("purpose")
-        tag = reader.string("tag", optional=True)
-        payloads = tuple(
-            PayloadRecord.from_dict(item, f"{path}.payloads[{i}]")
-            for i, item in enumerate(reader.sequence("payloads"))
-        )
-        keyids = reader.sequence("keyids")
-        if not all(isinstance(k, str) and HEX64.fullmatch(k) for k in keyids):
-            raise JSONInputError(f"{path}.keyids: expected 64-hex key ids")
-        confirmation = reader.string("confirmation")
-        response_sha256 = reader.string("response_sha256", pattern=HEX64)
-        prev = reader.string("prev", pattern=HEX64)
-        reader.done()
-        return cls(
-            index,
-            time,
-            kind,
-            request_id,
-            request_sha256,
-            purpose,
-            tag,
-            payloads,
-            tuple(keyids),
-            confirmation,
-            response_sha256,
-            prev,
-        )
-
-
-@dataclass(frozen=True)
-class JournalVerification:
-    """The result of checking a journal: fine, or the first line that breaks it."""
-
-    ok: bool
-    lines: int
-    head: str
-    problem: str | None = None
-    line: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "lines": self.lines,
-            "head": self.head,
-            "problem": self.problem,
-            "line": self.line,
-        }
-
-
-def split_lines(data: bytes) -> list[bytes]:
-    """The journal's lines; a final newline is expected, empty lines are not."""
-    if not data:
-        return []
-    if not data.endswith(b"\n"):
-        # Report as a problem of the last line rather than silently re-joining.
-        return [*data.split(b"\n")]
-    return data[:-1].split(b"\n")
-
-
-def verify_lines(
-    lines: list[bytes], recorded_head: tuple[int, str] | None = None
-) -> JournalVerification:
-    """Check the chain over ``lines``; ``recorded_head`` is ``(index, hash)`` if known."""
-    prev = GENESIS
-    for number, line in enumerate(lines, start=1):
-
-        def broken(
-            problem: str, at: int = number, count: int = number - 1, head: str = prev
-        ) -> JournalVerification:
-            return JournalVerification(False, count, head, problem, at)
-
-        try:
-            data = loads_strict(line, what=f"journal line {number}", max_size=MAX_LINE)
-            entry = JournalEntry.from_dict(data, f"line {number}")
-        except WavesignError as exc:
-            return broken(f"line {number} is not a valid journal entry: {exc}")
-        if entry.to_line() != line:
-            return broken(f"line {number} is not in canonical form: it was edited by hand")
-        if entry.index != number:
-            if entry.index > number:
-                problem = (
-                    f"line {number} holds entry {entry.index}: "
-                    f"a line before it was removed or lines were reordered"
-                )
-            else:
-                problem = f"line {number} holds entry {entry.index}: lines were reordered"
-            return broken(problem)
-        if entry.prev != prev:
-            return broken(
-                f"line {number - 1} was changed: line {number} records a different hash for it",
-                at=number - 1,
-            )
-        prev = digest_bytes(line)
-    if recorded_head is not None:
-        head_index, head_hash = recorded_head
-        if len(lines) < head_index:
-            return JournalVerification(
-                False,
-                len(lines),
-                prev,
-                f"the journal ends at line {len(lines)} but its head records line {head_index}: "
-                f"line {len(lines) + 1} onwards were removed",
-                len(lines) + 1,
-            )
-        if len(lines) > head_index:
-            return JournalVerification(
-                False,
-                len(lines),
-                prev,
-                f"line {head_index + 1} onwards were added behind the appliance's back",
-                head_index + 1,
-            )
-        if head_index and prev != head_hash:
-            return JournalVerification(
-                False,
-                len(lines),
-                prev,
-                f"line {head_index} was changed: it no longer matches the recorded journal head",
-                head_index,
-            )
-    return JournalVerification(True, len(lines), prev)
 
 
 def now_rfc3339() -> str:
@@ -285,10 +78,7 @@ class Journal:
         result = self.verify()
         if not result.ok:
             raise JournalError(f"the journal is broken: {result.problem}")
-        return [
-            JournalEntry.from_dict(loads_strict(line, what="journal line", max_size=MAX_LINE))
-            for line in split_lines(self.raw())
-        ]
+        return list(result.entries)
 
     def next_entry(self, **fields: Any) -> JournalEntry:
         """The entry that would be appended next (nothing is written)."""

@@ -23,11 +23,12 @@ from wavesign.shared.bundles import SignatureEntry, SigningResponse
 from wavesign.shared.canonical import digest
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.gpg import GnuPG
+from wavesign.shared.journal_format import JournalEntry, PayloadRecord
 from wavesign.shared.rootchain import verify_root_update
 from wavesign.shared.signing import sign_payload
 
 from .appliance import Appliance
-from .journal import JournalEntry, PayloadRecord, now_rfc3339
+from .journal import now_rfc3339
 from .review import Review
 
 __all__ = ["ConfirmationError", "PolicyRefusal", "PreparedSigning", "commit", "prepare_signing"]

@@ -29,17 +29,16 @@ from .canonical import canonical_bytes, digest, digest_bytes
 from .errors import WavesignError
 from .evidence import (
     MANIFEST,
-    MAX_JOURNAL_LINE,
     PUBLISHED_EVENT,
     Evidence,
     EvidenceError,
-    JournalLine,
     Publication,
     WaveRecord,
     publication_path,
     root_path,
 )
 from .gpg import GnuPG
+from .journal_format import JournalEntry, verify_journal_chain
 from .keys import public_identity
 from .merkle import (
     TreeHead,
@@ -50,19 +49,16 @@ from .merkle import (
 )
 from .rootchain import verify_root_update
 from .signing import check_threshold, verify_signature
-from .strictjson import loads_strict
 
 __all__ = [
     "CHECKS",
     "AuditContext",
     "CheckResult",
-    "JournalChain",
     "JournalFile",
     "run_checks",
     "verify_journal_chain",
 ]
 
-GENESIS = "0" * 64
 _MAX_LISTED = 3
 
 
@@ -715,15 +711,15 @@ def _safe_digest(ctx: AuditContext, request_id: str) -> str | None:
         return None
 
 
-def _journal_lines(ctx: AuditContext) -> list[JournalLine]:
-    def load() -> list[JournalLine]:
-        lines = []
+def _journal_lines(ctx: AuditContext) -> list[JournalEntry]:
+    def load() -> list[JournalEntry]:
+        lines: list[JournalEntry] = []
         for journal in ctx.journals:
             chain = verify_journal_chain(journal.data)
             lines.extend(chain.entries)
         return lines
 
-    result: list[JournalLine] = ctx.memo("journal-lines", load)
+    result: list[JournalEntry] = ctx.memo("journal-lines", load)
     return result
 
 
@@ -820,66 +816,6 @@ def check_requests(ctx: AuditContext) -> CheckResult:
 
 
 # --- 7. journal --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JournalChain:
-    """The result of checking a journal's hash chain: its entries, or the broken line."""
-
-    ok: bool
-    entries: list[JournalLine]
-    head: str
-    problem: str | None = None
-    line: int | None = None
-
-
-def verify_journal_chain(data: bytes) -> JournalChain:
-    """Check an appliance journal's chain (the same rules as the appliance applies).
-
-    Line ``n`` must be canonical JSON with ``index`` n and ``prev`` the sha256 of
-    line ``n-1``'s bytes (64 zeros for line 1). Pure: no file or key is touched.
-    """
-    entries: list[JournalLine] = []
-    prev = GENESIS
-    if not data:
-        return JournalChain(True, entries, prev)
-    if not data.endswith(b"\n"):
-        lines = data.split(b"\n")
-        return JournalChain(
-            False,
-            entries,
-            prev,
-            f"line {len(lines)} has no final newline: the journal was cut",
-            len(lines),
-        )
-    for number, line in enumerate(data[:-1].split(b"\n"), start=1):
-        try:
-            raw = loads_strict(line, what=f"line {number}", max_size=MAX_JOURNAL_LINE)
-            entry = JournalLine.from_dict(raw, f"line {number}")
-        except WavesignError as exc:
-            return JournalChain(
-                False, entries, prev, f"line {number} is not a journal entry: {exc}", number
-            )
-        if canonical_bytes(raw) != line:
-            return JournalChain(
-                False, entries, prev, f"line {number} is not canonical JSON: it was edited", number
-            )
-        if entry.index != number:
-            how = "a line before it was removed or lines were reordered"
-            return JournalChain(
-                False, entries, prev, f"line {number} holds entry {entry.index}: {how}", number
-            )
-        if entry.prev != prev:
-            return JournalChain(
-                False,
-                entries,
-                prev,
-                f"line {number - 1} was changed: line {number} records a different hash for it",
-                number - 1,
-            )
-        entries.append(entry)
-        prev = digest_bytes(line)
-    return JournalChain(True, entries, prev)
 
 
 def check_journal(ctx: AuditContext) -> CheckResult:

@@ -40,7 +40,7 @@ from .canonical import canonical_bytes, digest_bytes
 from .errors import WavesignError
 from .keys import key_from_dict
 from .merkle import leaf_hash
-from .strictjson import HEX64, FieldReader, JSONInputError, loads_strict, read_list
+from .strictjson import HEX64, FieldReader, loads_strict, read_list
 
 __all__ = [
     "EVIDENCE_FORMAT",
@@ -49,7 +49,6 @@ __all__ = [
     "Evidence",
     "EvidenceError",
     "InclusionProof",
-    "JournalLine",
     "LogEvent",
     "Manifest",
     "OnlineKeys",
@@ -65,7 +64,6 @@ FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
 #: No single evidence file is larger (a 5,000-target file is about 3 MiB).
 MAX_FILE_BYTES = 64 * 1024 * 1024
-MAX_JOURNAL_LINE = 1024 * 1024
 
 PUBLICATION_ROLES = ("root", "targets")
 VIEW_KINDS = ("production", "wave", "revert")
@@ -571,76 +569,6 @@ def document(kind: str, field_name: str, items: list[Any]) -> dict[str, Any]:
         "version": FORMAT_VERSION,
         field_name: [item.to_dict() if hasattr(item, "to_dict") else item for item in items],
     }
-
-
-# --- the appliance journal (an --offline-journal file) -----------------------------
-
-
-@dataclass(frozen=True)
-class JournalPayload:
-    name: str
-    role: str
-    sha256: str
-    version: int
-
-
-@dataclass(frozen=True)
-class JournalLine:
-    """One line of an appliance journal, as far as an audit needs it.
-
-    The format belongs to the appliance (``wavesign.offline.journal``); it is read
-    here again because ``wavesign.shared`` may not import the offline half. Every
-    field is still read, so an unknown field is refused as it is there.
-    """
-
-    index: int
-    time: str
-    request_id: str
-    request_sha256: str
-    payloads: tuple[JournalPayload, ...]
-    keyids: tuple[str, ...]
-    response_sha256: str
-    prev: str
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str) -> JournalLine:
-        reader = FieldReader(data, path)
-        index = reader.integer("index", minimum=1)
-        time = reader.string("time")
-        reader.choice("kind", ("sign",))
-        request_id = reader.string("request_id")
-        request_sha256 = reader.string("request_sha256", pattern=HEX64)
-        reader.mapping("purpose")
-        reader.string("tag", optional=True)
-        payloads = []
-        for number, item in enumerate(reader.sequence("payloads")):
-            sub = FieldReader(item, f"{path}.payloads[{number}]")
-            payloads.append(
-                JournalPayload(
-                    sub.string("name"),
-                    sub.string("role"),
-                    sub.string("sha256", pattern=HEX64),
-                    sub.integer("version", minimum=0),
-                )
-            )
-            sub.done()
-        keyids = reader.sequence("keyids")
-        if not all(isinstance(k, str) and HEX64.fullmatch(k) for k in keyids):
-            raise JSONInputError(f"{path}.keyids: expected 64-hex key ids")
-        reader.string("confirmation")
-        response_sha256 = reader.string("response_sha256", pattern=HEX64)
-        prev = reader.string("prev", pattern=HEX64)
-        reader.done()
-        return cls(
-            index,
-            time,
-            request_id,
-            request_sha256,
-            tuple(payloads),
-            tuple(keyids),
-            response_sha256,
-            prev,
-        )
 
 
 # --- the folder --------------------------------------------------------------------

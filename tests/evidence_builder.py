@@ -26,7 +26,6 @@ from typing import Any
 
 from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
-from wavesign.offline.journal import GENESIS, JournalEntry, PayloadRecord
 from wavesign.shared.bundles import (
     Context,
     Payload,
@@ -53,6 +52,7 @@ from wavesign.shared.evidence import (
     waves_document,
 )
 from wavesign.shared.gpg import GnuPG
+from wavesign.shared.journal_format import GENESIS, JournalEntry, PayloadRecord
 from wavesign.shared.keys import generate_signer
 from wavesign.shared.merkle import (
     MerkleTree,

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from tuf.api.metadata import Metadata, Root, Targets
-from wavesign.offline.journal import split_lines, verify_lines
 from wavesign.shared.audit import (
     AuditContext,
     CheckResult,
@@ -32,6 +31,7 @@ from wavesign.shared.bundles import Purpose, SigningRequest
 from wavesign.shared.canonical import canonical_bytes, digest_bytes
 from wavesign.shared.evidence import Evidence, LogEvent
 from wavesign.shared.gpg import GnuPG
+from wavesign.shared.journal_format import split_lines, verify_lines
 from wavesign.shared.keys import generate_signer
 from wavesign.shared.merkle import MerkleTree, TreeHead, sign_tree_head
 from wavesign.shared.signing import sign_payload

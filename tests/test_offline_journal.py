@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from wavesign.offline.journal import GENESIS, verify_lines
 from wavesign.shared.canonical import canonical_bytes, digest_bytes
+from wavesign.shared.journal_format import GENESIS, verify_lines
 
 from tests.test_offline_support import Rig, make_rig, run_cli
 
