@@ -12,7 +12,7 @@ STAMPS := .stamps
 # token the HSM tests sign with.
 DEBIAN_PACKAGES := gnupg libzbar0 libzbar-dev zbar-tools qrencode postgresql softhsm2
 
-.PHONY: all demo test lint docs unit sysdeps venv clean
+.PHONY: all demo test lint docs unit sysdeps venv clean offline-bundle
 
 all: test
 
@@ -36,7 +36,7 @@ demo: $(STAMPS)/venv
 	$(BIN)/wavesign demo --out demo-out
 
 lint: $(STAMPS)/venv
-	$(BIN)/ruff check online offline shared tests bench docs/conf.py
+	$(BIN)/ruff check online offline shared tests bench scripts docs/conf.py
 	$(BIN)/mypy online offline shared
 
 docs: $(STAMPS)/venv
@@ -46,6 +46,10 @@ unit: $(STAMPS)/venv
 	$(BIN)/python -m pytest
 
 test: lint docs unit
+
+# The wheelhouse the security officer carries to the air-gapped machine.
+offline-bundle: $(STAMPS)/venv
+	$(BIN)/python scripts/build_offline_bundle.py --out dist/offline-bundle
 
 clean:
 	rm -rf $(VENV) $(STAMPS) docs/_build build *.egg-info

@@ -1,7 +1,10 @@
-"""`pip install '.[offline]'` alone gives a working appliance and auditor.
+"""The offline wheelhouse installs a working appliance and auditor with no network.
 
-This is a normal (non-editable) install into an empty virtualenv, so it also proves
-that the online/ offline/ shared/ folder mapping works outside an editable install.
+``scripts/build_offline_bundle.py`` (``make offline-bundle``) builds the wheels of
+``wavesign[offline]``; the bundle's ``install.sh`` installs them into an empty
+virtualenv with ``pip --no-index --require-hashes``. This is also a normal
+(non-editable) install, so it proves that the online/ offline/ shared/ folder mapping
+works outside an editable install, and that ``[offline]`` pulls no server package.
 """
 
 from __future__ import annotations
@@ -18,41 +21,49 @@ SERVER_SIDE = {"fastapi", "uvicorn", "sqlalchemy", "httpx", "starlette", "alembi
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, check=False, env=env, timeout=600
+        [str(a) for a in args], capture_output=True, text=True, check=False, env=env, timeout=900
     )
 
 
-def test_offline_extra_alone_runs_the_appliance_and_the_auditor(tmp_path: Path) -> None:
+def test_offline_bundle_installs_without_network_and_runs(tmp_path: Path) -> None:
+    bundle = tmp_path / "offline-bundle"
+    built = run(sys.executable, ROOT / "scripts" / "build_offline_bundle.py", "--out", bundle)
+    assert built.returncode == 0, built.stderr[-3000:]
+    requirements = (bundle / "requirements.txt").read_text().splitlines()
+    assert any(line.startswith("wavesign==") for line in requirements)
+    assert all("--hash=sha256:" in line for line in requirements)
+
     venv = tmp_path / "venv"
-    assert run(sys.executable, "-m", "venv", venv).returncode == 0
-    pip = run(venv / "bin" / "pip", "install", "-q", f"{ROOT}[offline]")
-    assert pip.returncode == 0, pip.stderr[-2000:]
+    # No index at all: everything must come from the bundle's wheels.
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull)
+    installed = run(bundle / "install.sh", venv, env=env)
+    assert installed.returncode == 0, installed.stderr[-3000:]
 
     listed = run(venv / "bin" / "pip", "list", "--format", "json")
-    installed = {p["name"].lower() for p in json.loads(listed.stdout)}
-    assert "wavesign" in installed and "tuf" in installed
-    assert not installed & SERVER_SIDE, installed & SERVER_SIDE
+    names = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert "wavesign" in names and "tuf" in names
+    assert not names & SERVER_SIDE, names & SERVER_SIDE
 
     for tool in ("wavesign-offline", "wavesign-audit"):
         result = run(venv / "bin" / tool, "--help")
         assert result.returncode == 0, result.stderr
         assert "Usage:" in result.stdout
 
-    env = dict(
+    officer_env = dict(
         os.environ,
         WAVESIGN_OFFLINE_HOME=str(tmp_path / "home"),
         WAVESIGN_OFFLINE_PASSPHRASE="correct horse battery",
         GNUPGHOME=str(tmp_path / "gnupg"),
     )
     offline = venv / "bin" / "wavesign-offline"
-    assert run(offline, "init", env=env).returncode == 0
-    generated = run(offline, "keys", "generate", "--role", "targets", "--json", env=env)
+    assert run(offline, "init", env=officer_env).returncode == 0
+    generated = run(offline, "keys", "generate", "--role", "targets", "--json", env=officer_env)
     assert generated.returncode == 0, generated.stderr
     key = json.loads(generated.stdout)
-    listed_keys = run(offline, "keys", "list", "--json", env=env)
+    listed_keys = run(offline, "keys", "list", "--json", env=officer_env)
     assert key["keyid"] in listed_keys.stdout
     assert "correct horse battery" not in generated.stdout + listed_keys.stdout
 
-    # The broker's modules are in the distribution, but their server dependencies are not.
+    # The broker's modules ship in the distribution, but their server packages do not.
     server = run(venv / "bin" / "python", "-c", "import wavesign.online.server")
     assert server.returncode != 0 and "ModuleNotFoundError" in server.stderr
