@@ -1,0 +1,826 @@
+"""Waves and signing requests: the state machine around the pure planner.
+
+States of a wave::
+
+    awaiting-signatures --(requests import, threshold met)--> active
+    awaiting-signatures --cancel--> canceled
+    active --rollout--> active          (records the devices reached)
+    active --cancel--> canceled         (rolled-out devices will see R)
+    active --complete--> complete       (W's exact bytes become the tag's production targets)
+
+Every transition is one transaction of :class:`~wavesign.online.store.Store` with its
+event. Transitions lock the wave row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+transactions take the write lock at ``BEGIN IMMEDIATE``), so two rollouts of one wave
+at once are serialized and neither loses the other's devices.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from securesystemslib.signer import Signature
+from sqlalchemy import Connection, Engine, Integer, func, literal, select
+from sqlalchemy.exc import IntegrityError
+from tuf.api.metadata import Metadata, Root
+from wavesign.shared.bundles import (
+    Context,
+    Payload,
+    Purpose,
+    SigningRequest,
+    SigningResponse,
+)
+from wavesign.shared.canonical import canonical_bytes, digest, digest_bytes
+from wavesign.shared.errors import WavesignError
+from wavesign.shared.rootchain import verify_root_update
+from wavesign.shared.signing import check_threshold, sign_payload
+
+from . import db, planning
+from . import rollout as rollout_rules
+from .onlinekeys import OnlineKeys
+from .store import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StateError,
+    Store,
+    check_name,
+    utcnow,
+)
+
+__all__ = ["WaveStore"]
+
+
+def _json(value: Any) -> str:
+    return canonical_bytes(value).decode("utf-8")
+
+
+class WaveStore(Store):
+    """The full broker store: tokens, targets, devices, waves, requests, roots."""
+
+    def __init__(self, url: str, engine: Engine | None = None, keys: OnlineKeys | None = None):
+        super().__init__(url, engine)
+        self.keys = keys
+
+    # -- roots ----------------------------------------------------------------------
+    def latest_root(self, conn: Connection) -> Metadata[Root] | None:
+        row = conn.execute(
+            select(db.roots.c.root_json).order_by(db.roots.c.version.desc()).limit(1)
+        ).first()
+        return None if row is None else Metadata[Root].from_bytes(row.root_json.encode())
+
+    def add_root(self, actor: str, root_json: bytes) -> int:
+        """Store a signed root that follows the latest one (threshold of old and new)."""
+        try:
+            new = Metadata[Root].from_bytes(root_json)
+        except Exception as exc:
+            raise InvalidInputError(f"not a signed root: {exc}") from None
+        with self.change(actor, "root-added", f"root v{new.signed.version}") as ch:
+            previous = self.latest_root(ch.conn)
+            verify_root_update(previous, new)
+            text = root_json.decode("utf-8")
+            ch.conn.execute(
+                db.roots.insert().values(
+                    version=new.signed.version,
+                    root_json=text,
+                    sha256=digest_bytes(root_json),
+                    created_at=utcnow(),
+                )
+            )
+            ch.detail = {"version": new.signed.version, "sha256": digest_bytes(root_json)}
+        return new.signed.version
+
+    def _targets_keyids(self, conn: Connection) -> list[str]:
+        root = self.latest_root(conn)
+        if root is not None:
+            return sorted(root.signed.roles["targets"].keyids)
+        if self.keys is not None:
+            return [self.keys.public_key("targets").keyid]
+        return []
+
+    # -- wave init ------------------------------------------------------------------
+    def _wave_row(self, conn: Connection, name: str, lock: bool = False) -> Any:
+        query = select(db.waves).where(db.waves.c.name == name)
+        if lock:
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise NotFoundError(f"no wave named {name}")
+        return row
+
+    def _tag_row(self, conn: Connection, tag: str, lock: bool = False) -> Any:
+        query = select(db.tag_state).where(db.tag_state.c.tag == tag)
+        if lock:
+            query = query.with_for_update()
+        return conn.execute(query).first()
+
+    def init_wave(
+        self,
+        actor: str,
+        *,
+        name: str,
+        version: int,
+        tag: str,
+        expires_days: int | None = None,
+        expires_at: str | None = None,
+        prune: list[int] | None = None,
+        source_tag: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Plan W and R with the pure planner, store the wave and its signing request."""
+        check_name(name, "wave name")
+        check_name(tag, "tag")
+        now = datetime.now(UTC)
+        try:
+            return self._init_wave(
+                actor,
+                name,
+                version,
+                tag,
+                now,
+                expires_days or planning.DEFAULT_EXPIRES_DAYS,
+                planning.parse_expires_at(expires_at) if expires_at else None,
+                prune or [],
+                source_tag,
+                dry_run,
+            )
+        except _DryRun as dry:
+            return dry.result
+
+    def _init_wave(
+        self,
+        actor: str,
+        name: str,
+        version: int,
+        tag: str,
+        now: datetime,
+        expires_days: int,
+        expires_at: datetime | None,
+        prune: list[int],
+        source_tag: str | None,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        with self.change(actor, "wave-created", name) as ch:
+            conn = ch.conn
+            if conn.execute(select(db.waves.c.id).where(db.waves.c.name == name)).first():
+                raise ConflictError(f"a wave named {name} exists already")
+            blocking = conn.execute(
+                select(db.waves.c.name).where(
+                    db.waves.c.tag == tag, db.waves.c.status.in_(db.OPEN_WAVE_STATUSES)
+                )
+            ).scalar()
+            tag_row = self._tag_row(conn, tag, lock=True)
+            production_doc = (
+                json.loads(tag_row.production_json)
+                if tag_row is not None and tag_row.production_json
+                else None
+            )
+            state = planning.ProductionState(
+                tag=tag,
+                signed=production_doc["signed"] if production_doc else None,
+                highest_planned=tag_row.last_planned_version if tag_row is not None else 0,
+            )
+            ci = [
+                planning.CITarget.from_entry(n, e)
+                for n, e in self.ci_targets(conn, version=version).items()
+            ]
+            plan = planning.plan_wave(
+                name,
+                version,
+                tag,
+                ci,
+                state,
+                now=now,
+                expires_days=expires_days,
+                expires_at=expires_at,
+                prune=prune,
+                source_tag=source_tag,
+                open_wave=blocking,
+            )
+            revert = plan.revert.signed
+            summary = {
+                "name": name,
+                "version": version,
+                "tag": tag,
+                "status": "awaiting-signatures",
+                "expires": plan.expires,
+                "wave_version": plan.version,
+                "revert_version": plan.revert.version,
+                "wave_sha256": plan.wave_sha256,
+                "revert_sha256": plan.revert.sha256,
+                "added": list(plan.new_targets),
+                "pruned": list(plan.pruned),
+                "targets": sorted(plan.wave["targets"]),
+                "warnings": list(plan.warnings),
+            }
+            if dry_run:
+                summary["wave"] = plan.wave
+                summary["revert"] = revert
+                summary["dry_run"] = True
+                # Nothing may be written: leave the transaction without its event.
+                raise _DryRun(summary)
+            keyids = self._targets_keyids(conn)
+            root = self.latest_root(conn)
+            request_id = "req-" + secrets.token_hex(6)
+            request = SigningRequest(
+                id=request_id,
+                factory=str(
+                    conn.execute(
+                        select(db.settings.c.value).where(db.settings.c.key == "factory")
+                    ).scalar()
+                    or "wavesign"
+                ),
+                created=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                purpose=Purpose(kind="wave", wave=name, tag=tag, ci_version=version),
+                payloads=(
+                    Payload.create("wave", "targets", plan.wave, keyids),
+                    Payload.create("revert", "targets", revert, keyids),
+                ),
+                context=Context(
+                    root_version=root.signed.version if root is not None else 0,
+                    production_version=tag_row.production_version if production_doc else None,
+                    production_sha256=tag_row.production_sha256 if production_doc else None,
+                ),
+            )
+            try:
+                result = conn.execute(
+                    db.waves.insert().values(
+                        name=name,
+                        version=version,
+                        tag=tag,
+                        status="awaiting-signatures",
+                        created_at=utcnow(),
+                        created_by=actor,
+                        expires=plan.expires,
+                        plan=_json({"prune": sorted(prune), "source_tag": source_tag}),
+                        wave_version=plan.version,
+                        wave_sha256=summary["wave_sha256"],
+                        wave_payload=_json(plan.wave),
+                        revert_version=plan.revert.version,
+                        revert_sha256=summary["revert_sha256"],
+                        revert_payload=_json(revert),
+                        request_id=request_id,
+                    )
+                )
+            except IntegrityError:
+                raise ConflictError(f"another wave for tag {tag} was created meanwhile") from None
+            wave_id = _primary_key(result)
+            new_counter = plan.highest_planned
+            if tag_row is None:
+                conn.execute(
+                    db.tag_state.insert().values(
+                        tag=tag, last_planned_version=new_counter, updated_at=utcnow()
+                    )
+                )
+            else:
+                conn.execute(
+                    db.tag_state.update()
+                    .where(db.tag_state.c.tag == tag)
+                    .values(last_planned_version=new_counter, updated_at=utcnow())
+                )
+            request_bytes = request.to_bytes()
+            conn.execute(
+                db.signing_requests.insert().values(
+                    id=request_id,
+                    purpose="wave",
+                    status="pending",
+                    wave_id=wave_id,
+                    request_sha256=request.digest(),
+                    request_json=request_bytes.decode("utf-8"),
+                    created_at=utcnow(),
+                    created_by=actor,
+                )
+            )
+            summary["request_id"] = request_id
+            summary["request_sha256"] = request.digest()
+            ch.detail = {
+                k: summary[k]
+                for k in ("version", "tag", "wave_sha256", "revert_sha256", "request_id")
+            }
+        return summary
+
+    # -- listing --------------------------------------------------------------------
+    def list_waves(self, status: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+        if status is not None and status not in db.WAVE_STATUSES:
+            raise InvalidInputError(
+                f"status {status!r} is not one of {', '.join(db.WAVE_STATUSES)}"
+            )
+        query = select(db.waves).order_by(db.waves.c.id)
+        if status is not None:
+            query = query.where(db.waves.c.status == status)
+        if tag is not None:
+            query = query.where(db.waves.c.tag == tag)
+        with self.read() as conn:
+            return [self._wave_summary(r) for r in conn.execute(query)]
+
+    @staticmethod
+    def _wave_summary(row: Any) -> dict[str, Any]:
+        return {
+            "name": row.name,
+            "version": row.version,
+            "tag": row.tag,
+            "status": row.status,
+            "created_at": row.created_at,
+            "created_by": row.created_by,
+            "finished_at": row.finished_at,
+            "finished_by": row.finished_by,
+        }
+
+    def show_wave(self, name: str, show_targets: bool = False) -> dict[str, Any]:
+        with self.read() as conn:
+            row = self._wave_row(conn, name)
+            result = self._wave_summary(row)
+            rollouts = conn.execute(
+                select(
+                    db.rollouts.c.created_at,
+                    db.rollouts.c.created_by,
+                    db.rollouts.c.device_count,
+                    db.rollouts.c.full_group,
+                    db.device_groups.c.name.label("group"),
+                )
+                .select_from(
+                    db.rollouts.outerjoin(
+                        db.device_groups, db.device_groups.c.id == db.rollouts.c.group_id
+                    )
+                )
+                .where(db.rollouts.c.wave_id == row.id)
+                .order_by(db.rollouts.c.id)
+            )
+            result["rollouts"] = [
+                {
+                    "at": r.created_at,
+                    "by": r.created_by,
+                    "group": r.group,
+                    "devices": r.device_count,
+                    "full_group": bool(r.full_group),
+                }
+                for r in rollouts
+            ]
+            result["devices"] = conn.execute(
+                select(func.count())
+                .select_from(db.wave_devices)
+                .where(db.wave_devices.c.wave_id == row.id)
+            ).scalar()
+            result.update(
+                expires=row.expires,
+                wave_version=row.wave_version,
+                revert_version=row.revert_version,
+                wave_sha256=row.wave_sha256,
+                revert_sha256=row.revert_sha256,
+                request_id=row.request_id,
+                plan=json.loads(row.plan),
+            )
+            if show_targets:
+                result["targets"] = (
+                    json.loads(row.wave_signed) if row.wave_signed else json.loads(row.wave_payload)
+                )
+            return result
+
+    # -- rollout --------------------------------------------------------------------
+    def rollout(
+        self,
+        actor: str,
+        name: str,
+        *,
+        group: str | None = None,
+        limit: str | None = None,
+        uuids: list[str] | None = None,
+        dry_run: bool = False,
+        return_uuids: bool = False,
+    ) -> dict[str, Any]:
+        """Show the active wave ``name`` to more devices of its tag.
+
+        Selection follows :func:`wavesign.online.rollout_rules.select_rollout` (fioctl's rules).
+        A group alone is a full-group rollout: every device of the group now, and any
+        that joins it while the wave is active; it is done in SQL (INSERT ... SELECT), so
+        a 100,000-device group costs one statement.
+        """
+        if uuids is not None and not uuids:
+            uuids = None
+        try:
+            with self.change(actor, "wave-rolled-out", name) as ch:
+                result = self._rollout(ch.conn, actor, name, group, limit, uuids, dry_run)
+                if return_uuids or dry_run:
+                    result["uuids"] = list(result.pop("_uuids"))
+                else:
+                    result.pop("_uuids")
+                if dry_run:
+                    raise _DryRun(result)
+                ch.detail = {
+                    "group": group,
+                    "devices": result["devices"],
+                    "full_group": result["full_group"],
+                }
+        except _DryRun as dry:
+            return dry.result
+        return result
+
+    def _rollout(
+        self,
+        conn: Connection,
+        actor: str,
+        name: str,
+        group: str | None,
+        limit: str | None,
+        uuids: list[str] | None,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        # The row lock serializes concurrent rollouts of this wave (PostgreSQL; SQLite
+        # already holds the database write lock since BEGIN IMMEDIATE).
+        wave = self._wave_row(conn, name, lock=True)
+        rollout_rules.ensure_rollout_allowed(name, wave.status)
+        gid = self.group_id(conn, group)
+        in_wave = select(db.wave_devices.c.device_id).where(
+            db.wave_devices.c.wave_id == wave.id,
+            db.wave_devices.c.device_id == db.devices.c.id,
+        )
+        on_tag = [db.devices.c.tag == wave.tag]
+        if gid is not None:
+            on_tag.append(db.devices.c.group_id == gid)
+        full_group = group is not None and limit is None and uuids is None
+        id_by_uuid: dict[str, int] = {}
+        if full_group:
+            joiners = select(db.devices.c.id, db.devices.c.uuid).where(*on_tag, ~in_wave.exists())
+            selected_uuids = list(conn.execute(select(joiners.subquery().c.uuid)).scalars())
+            count = len(selected_uuids)
+            verb = "would be" if dry_run else "is being"
+            also = "would also be" if dry_run else "will also be"
+            message = f"A Wave {verb} rolled out to {count} devices in group {group}."
+            note: str | None = f"It {also} rolled out to all new devices in group {group}."
+        else:
+            candidates, id_by_uuid = self._device_refs(conn, on_tag, uuids)
+            already = set(
+                conn.execute(
+                    select(db.devices.c.uuid)
+                    .join(db.wave_devices, db.wave_devices.c.device_id == db.devices.c.id)
+                    .where(db.wave_devices.c.wave_id == wave.id, *on_tag)
+                ).scalars()
+            )
+            selection = rollout_rules.select_rollout(
+                candidates,
+                tag=wave.tag,
+                already_in_wave=already,
+                group=group,
+                limit=limit,
+                uuids=uuids,
+                dry_run=dry_run,
+            )
+            selected_uuids = list(selection.uuids)
+            count, message, note = selection.device_count, selection.message, selection.note
+        result: dict[str, Any] = {
+            "wave": name,
+            "group": group,
+            "devices": count,
+            "full_group": full_group,
+            "dry_run": dry_run,
+            "message": message,
+            "note": note,
+            "_uuids": selected_uuids,
+        }
+        if dry_run:
+            return result
+        rollout_id = _primary_key(
+            conn.execute(
+                db.rollouts.insert().values(
+                    wave_id=wave.id,
+                    created_at=utcnow(),
+                    created_by=actor,
+                    group_id=gid,
+                    device_count=count,
+                    full_group=full_group,
+                )
+            )
+        )
+        if full_group:
+            conn.execute(
+                db.wave_devices.insert().from_select(
+                    ["wave_id", "device_id", "rollout_id"],
+                    select(
+                        literal(wave.id, Integer),
+                        db.devices.c.id,
+                        literal(rollout_id, Integer),
+                    ).where(*on_tag, ~in_wave.exists()),
+                )
+            )
+        else:
+            conn.execute(
+                db.wave_devices.insert(),
+                [
+                    {"wave_id": wave.id, "device_id": id_by_uuid[u], "rollout_id": rollout_id}
+                    for u in selected_uuids
+                ],
+            )
+        return result
+
+    def _device_refs(
+        self, conn: Connection, on_tag: list[Any], uuids: list[str] | None
+    ) -> tuple[list[rollout_rules.DeviceRef], dict[str, int]]:
+        """The devices a selection may draw from (and every device named by uuid).
+
+        Also returns their row ids by uuid, for recording the selection.
+        """
+        query = select(
+            db.devices.c.id,
+            db.devices.c.uuid,
+            db.devices.c.tag,
+            db.device_groups.c.name.label("group"),
+            db.devices.c.last_seen,
+        ).select_from(
+            db.devices.outerjoin(db.device_groups, db.device_groups.c.id == db.devices.c.group_id)
+        )
+        rows: list[Any] = []
+        if uuids is not None:
+            for start in range(0, len(uuids), 5000):
+                chunk = uuids[start : start + 5000]
+                rows.extend(conn.execute(query.where(db.devices.c.uuid.in_(chunk))).all())
+        else:
+            rows.extend(conn.execute(query.where(*on_tag)).all())
+        refs = [rollout_rules.DeviceRef(r.uuid, r.tag, r.group, r.last_seen) for r in rows]
+        return refs, {r.uuid: r.id for r in rows}
+
+    # -- cancel / complete ----------------------------------------------------------
+    def cancel_wave(self, actor: str, name: str) -> dict[str, Any]:
+        """Cancel: the wave's devices are to see R; no devices are added any more."""
+        with self.change(actor, "wave-canceled", name) as ch:
+            wave = self._wave_row(ch.conn, name, lock=True)
+            if wave.status == "complete":
+                raise StateError(
+                    f"wave {name} is complete: a completed wave cannot be canceled "
+                    "(init a new wave with --prune to undo it)"
+                )
+            if wave.status == "canceled":
+                raise StateError(f"wave {name} is canceled already")
+            if wave.status == "awaiting-signatures":
+                ch.conn.execute(
+                    db.signing_requests.update()
+                    .where(
+                        db.signing_requests.c.wave_id == wave.id,
+                        db.signing_requests.c.status == "pending",
+                    )
+                    .values(status="canceled", completed_at=utcnow())
+                )
+            ch.conn.execute(
+                db.waves.update()
+                .where(db.waves.c.id == wave.id)
+                .values(status="canceled", finished_at=utcnow(), finished_by=actor)
+            )
+            ch.detail = {"was": wave.status, "revert_sha256": wave.revert_sha256}
+        return self.show_wave(name)
+
+    def complete_wave(self, actor: str, name: str) -> dict[str, Any]:
+        """Complete: W's exact signed bytes become the tag's production targets."""
+        with self.change(actor, "wave-completed", name) as ch:
+            conn = ch.conn
+            wave = self._wave_row(conn, name, lock=True)
+            if wave.status != "active":
+                raise StateError(f"wave {name} is {wave.status}: only an active wave can complete")
+            if not wave.wave_signed:
+                raise StateError(f"wave {name} has no signed targets")
+            self._tag_row(conn, wave.tag, lock=True)
+            conn.execute(
+                db.tag_state.update()
+                .where(db.tag_state.c.tag == wave.tag)
+                .values(
+                    production_json=wave.wave_signed,
+                    production_version=wave.wave_version,
+                    production_ci_version=wave.version,
+                    production_sha256=wave.wave_sha256,
+                    updated_at=utcnow(),
+                )
+            )
+            conn.execute(
+                db.waves.update()
+                .where(db.waves.c.id == wave.id)
+                .values(status="complete", finished_at=utcnow(), finished_by=actor)
+            )
+            ch.detail = {"tag": wave.tag, "production_sha256": wave.wave_sha256}
+        return self.show_wave(name)
+
+    # -- signing requests -----------------------------------------------------------
+    def list_requests(self) -> list[dict[str, Any]]:
+        with self.read() as conn:
+            rows = conn.execute(
+                select(
+                    db.signing_requests.c.id,
+                    db.signing_requests.c.purpose,
+                    db.signing_requests.c.status,
+                    db.signing_requests.c.created_at,
+                    db.signing_requests.c.request_sha256,
+                    db.waves.c.name.label("wave"),
+                )
+                .select_from(
+                    db.signing_requests.outerjoin(
+                        db.waves, db.waves.c.id == db.signing_requests.c.wave_id
+                    )
+                )
+                .order_by(
+                    db.signing_requests.c.created_at,
+                    db.signing_requests.c.wave_id,
+                    db.signing_requests.c.id,
+                )
+            )
+            return [
+                {
+                    "id": r.id,
+                    "purpose": r.purpose,
+                    "status": r.status,
+                    "wave": r.wave,
+                    "created_at": r.created_at,
+                    "request_sha256": r.request_sha256,
+                }
+                for r in rows
+            ]
+
+    def _request_row(self, conn: Connection, request_id: str) -> Any:
+        row = conn.execute(
+            select(db.signing_requests).where(db.signing_requests.c.id == request_id)
+        ).first()
+        if row is None:
+            raise NotFoundError(f"no signing request {request_id}")
+        return row
+
+    def show_request(self, request_id: str) -> dict[str, Any]:
+        with self.read() as conn:
+            row = self._request_row(conn, request_id)
+        request = SigningRequest.from_bytes(row.request_json.encode())
+        return {
+            "id": row.id,
+            "purpose": row.purpose,
+            "status": row.status,
+            "created_at": row.created_at,
+            "created_by": row.created_by,
+            "completed_at": row.completed_at,
+            "request_sha256": row.request_sha256,
+            "description": request.purpose.describe(),
+            "payloads": [
+                {
+                    "name": p.name,
+                    "role": p.role,
+                    "sha256": p.sha256,
+                    "version": p.full().get("version"),
+                    "expires": p.full().get("expires"),
+                    "targets": len(p.full().get("targets", {})),
+                    "keyids": list(p.keyids),
+                }
+                for p in request.payloads
+            ],
+            "context": request.context.to_dict(),
+            "operator_signed": request.operator_signature is not None,
+            "response": json.loads(row.response_json) if row.response_json else None,
+        }
+
+    def request_bytes(self, request_id: str, full: bool = True) -> bytes:
+        """The request as exported. Unless ``full``, each targets payload travels as a delta
+        against the tag's production targets, a payload the appliance signed before."""
+        with self.read() as conn:
+            row = self._request_row(conn, request_id)
+            data = str(row.request_json).encode("utf-8")
+            if full:
+                return data
+            request = SigningRequest.from_bytes(data)
+            base = None
+            if request.purpose.tag is not None:
+                tag_row = self._tag_row(conn, request.purpose.tag)
+                if tag_row is not None and tag_row.production_json:
+                    base = json.loads(tag_row.production_json)["signed"]
+        if base is None or digest(base) != request.context.production_sha256:
+            return data
+        payloads = [
+            p.as_delta_against(base) if p.role == "targets" else p for p in request.payloads
+        ]
+        return request.with_payloads(payloads).to_bytes()
+
+    def attach_operator_signature(
+        self, actor: str, request_id: str, signature: str
+    ) -> dict[str, Any]:
+        """Store the operator's detached GnuPG signature over the request digest bytes.
+
+        The signature is made client-side (the operator's key never reaches the
+        server); the offline appliance verifies it against its trusted operators.
+        """
+        try:
+            raw = base64.b64decode(signature.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, AttributeError):
+            raw = b""
+        if not raw or len(raw) > 16 * 1024:
+            raise InvalidInputError("the operator signature must be a base64 GnuPG signature")
+        with self.change(actor, "request-operator-signed", request_id) as ch:
+            row = self._request_row(ch.conn, request_id)
+            if row.status != "pending":
+                raise StateError(f"request {request_id} is {row.status}")
+            request = SigningRequest.from_bytes(row.request_json.encode())
+            signed = request.with_operator_signature(signature)
+            ch.conn.execute(
+                db.signing_requests.update()
+                .where(db.signing_requests.c.id == request_id)
+                .values(request_json=signed.to_bytes().decode("utf-8"))
+            )
+        return {"id": request_id, "operator_signed": True}
+
+    def import_response(self, actor: str, response_bytes: bytes) -> dict[str, Any]:
+        """Merge the offline signatures and the online one; activate the wave at threshold.
+
+        Every offline signature must verify against the latest root's targets keys over
+        the exact payload the request names; W and R must each reach the targets
+        threshold with distinct keys. Otherwise nothing changes.
+        """
+        response = SigningResponse.from_bytes(response_bytes)
+        if self.keys is None:
+            raise StateError("this store has no online keys to countersign with")
+        with self.change(actor, "signatures-imported", response.request_sha256) as ch:
+            conn = ch.conn
+            row = conn.execute(
+                select(db.signing_requests)
+                .where(db.signing_requests.c.request_sha256 == response.request_sha256)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise NotFoundError(
+                    f"no signing request has digest {response.request_sha256[:16]}…"
+                )
+            if row.status != "pending":
+                raise StateError(f"request {row.id} is {row.status} already")
+            if row.purpose != "wave":
+                raise StateError(f"request {row.id} is a {row.purpose} request: not handled here")
+            request = SigningRequest.from_bytes(row.request_json.encode())
+            root = self.latest_root(conn)
+            if root is None:
+                raise StateError("no root yet: the root ceremony must come first")
+            wave = conn.execute(
+                select(db.waves).where(db.waves.c.id == row.wave_id).with_for_update()
+            ).first()
+            if wave is None or wave.status != "awaiting-signatures":
+                raise StateError(f"the wave of request {row.id} is not awaiting signatures")
+            online = self.keys.signer("targets")
+            signed_docs: dict[str, str] = {}
+            for payload in request.payloads:
+                content = payload.full()
+                sigs: dict[str, Signature] = {}
+                for entry in response.signatures:
+                    if entry.payload != payload.name:
+                        continue
+                    if entry.sha256 != payload.sha256:
+                        raise InvalidInputError(
+                            f"signature by {entry.keyid[:16]} is over another {payload.name} "
+                            "payload than the request's"
+                        )
+                    sigs[entry.keyid] = Signature(entry.keyid, entry.sig)
+                result = check_threshold(root.signed, "targets", content, sigs)
+                if result.failed or result.unknown:
+                    bad = (result.failed + result.unknown)[0]
+                    raise InvalidInputError(
+                        f"payload {payload.name}: signature by key {bad[:16]} does not verify "
+                        "against the root's targets keys"
+                    )
+                online_sig = sign_payload(online, content)
+                sigs[online_sig.keyid] = online_sig
+                result = check_threshold(root.signed, "targets", content, sigs)
+                if not result.ok:
+                    raise StateError(f"payload {payload.name}: {result.describe()}")
+                document = {
+                    "signatures": [{"keyid": k, "sig": sigs[k].signature} for k in sorted(sigs)],
+                    "signed": content,
+                }
+                signed_docs[payload.name] = _json(document)
+            conn.execute(
+                db.waves.update()
+                .where(db.waves.c.id == wave.id)
+                .values(
+                    status="active",
+                    wave_signed=signed_docs["wave"],
+                    revert_signed=signed_docs["revert"],
+                )
+            )
+            conn.execute(
+                db.signing_requests.update()
+                .where(db.signing_requests.c.id == row.id)
+                .values(
+                    status="signed",
+                    response_json=response.to_bytes().decode("utf-8"),
+                    completed_at=utcnow(),
+                )
+            )
+            ch.detail = {
+                "request_id": row.id,
+                "wave": wave.name,
+                "response_sha256": response.digest(),
+            }
+        return {"request_id": row.id, "wave": wave.name, "status": "active"}
+
+
+def _primary_key(result: Any) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+class _DryRun(WavesignError):
+    """Leaves a transaction without committing: a dry run writes nothing."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("dry run")
+        self.result = result
