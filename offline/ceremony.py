@@ -17,7 +17,7 @@ from typing import Any
 from securesystemslib.signer import Key
 from tuf.api.metadata import Root
 from wavesign.shared.errors import WavesignError
-from wavesign.shared.keys import key_to_dict
+from wavesign.shared.keys import key_from_dict, key_to_dict, public_identity
 
 __all__ = [
     "CeremonyError",
@@ -62,6 +62,35 @@ def check_root_proposal(
     return reasons
 
 
+def _check_offline_signature_needed(
+    keys: Mapping[str, Any], targets_role: Mapping[str, Any], offline_keyids: set[str]
+) -> None:
+    """Refuse a root whose targets threshold the broker's keys could meet on their own.
+
+    The point of the appliance is that no production targets file is valid without an
+    offline signature. A proposal naming two online targets keys with threshold 2 would
+    quietly end that, so the keys this appliance does not hold (counted as distinct
+    public keys) must stay below the threshold.
+    """
+    foreign = set()
+    for keyid in targets_role.get("keyids") or []:
+        if keyid in offline_keyids:
+            continue
+        try:
+            foreign.add(public_identity(key_from_dict(keys[keyid])))
+        except (KeyError, WavesignError):
+            raise CeremonyError(
+                f"the proposal's targets key {keyid[:16]} is missing or unreadable"
+            ) from None
+    threshold = int(targets_role.get("threshold", 2))
+    if len(foreign) >= threshold:
+        raise CeremonyError(
+            f"the proposal's {len(foreign)} online targets keys could meet the targets threshold "
+            f"of {threshold} without this appliance: production targets must need an offline "
+            "signature"
+        )
+
+
 def build_root(
     proposal: Mapping[str, Any], root_keys: Iterable[Key], targets_keys: Iterable[Key]
 ) -> dict[str, Any]:
@@ -84,6 +113,7 @@ def build_root(
                 keyids.append(key.keyid)
         role["keyids"] = keyids
     roles["targets"]["threshold"] = max(2, int(roles["targets"].get("threshold", 2)))
+    _check_offline_signature_needed(keys, roles["targets"], {k.keyid for k in targets_keys})
     if int(roles["root"].get("threshold", 1)) > len(root_keys):
         raise CeremonyError(
             f"root threshold {roles['root']['threshold']} is above the {len(root_keys)} "

@@ -403,7 +403,7 @@ def sign(
     \b
     Examples:
       wavesign-offline sign wave-v2.0-update.request.json --out /media/usb/resp.json
-      wavesign-offline sign --qr-images scans/frame-01.png scans/frame-02.png --qr-png /media/usb/response-qr
+      wavesign-offline sign --qr-images scans/frame-01.png scans/frame-02.png --qr-png /media/usb/qr
     """
     if sum([out is not None, qr_png is not None, qr_html is not None, qr_terminal]) != 1:
         raise click.UsageError("choose exactly one of --out, --qr-png, --qr-html, --qr-terminal")

@@ -246,6 +246,25 @@ def check_unchanged_fields(
     return reasons
 
 
+def check_target_tags(name: str, signed: Mapping[str, Any], tag: str | None) -> list[str]:
+    """Every target of a tag's production file must carry that tag, as fioctl writes them.
+
+    Devices install only targets tagged with their own tag, so a target tagged for
+    another tag would slip past the review as "added" while doing something else.
+    """
+    if tag is None:
+        return []
+    reasons = []
+    for target_name, entry in sorted(_targets_of(signed).items()):
+        custom = entry.get("custom") if isinstance(entry, Mapping) else None
+        tags = custom.get("tags") if isinstance(custom, Mapping) else None
+        if not isinstance(tags, list) or tag not in tags:
+            reasons.append(
+                f"payload {name}: target {target_name!r} is not tagged {tag!r} (tags: {tags!r})"
+            )
+    return reasons
+
+
 def check_already_signed(already_signed: bool, again: bool) -> list[str]:
     if already_signed and not again:
         return ["this request was already signed (see the journal); use --again to sign it again"]
@@ -265,6 +284,7 @@ def evaluate(policy: PolicyInput) -> list[str]:
         reasons += check_expiry(payload.name, signed, policy.now, policy.max_expiry_days)
         if payload.role == "targets":
             reasons += check_target_entries(payload.name, signed)
+            reasons += check_target_tags(payload.name, signed, request.purpose.tag)
             reasons += check_unchanged_fields(payload.name, signed, policy.production)
     if request.purpose.kind != "root":
         reasons += check_versions(request.payloads, policy.signed_versions, request.purpose.tag)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from wavesign.shared.bundles import Payload, SigningRequest
+from wavesign.shared.keys import generate_signer
 
 from tests.test_offline_support import (
     Rig,
@@ -205,8 +206,6 @@ def not_a_request(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], str]:
 
 def root_smuggled_as_wave(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], str]:
     """A "wave" payload that is really root metadata, asking for the root key."""
-    from wavesign.shared.keys import generate_signer
-
     from tests.test_offline_support import root_proposal
 
     production = rig.production()
@@ -241,6 +240,44 @@ def delegation_added(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], st
     return [str(rig.write_request(request))], {}, "payload wave changes 'delegations'"
 
 
+def target_for_another_tag(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], str]:
+    """A new target tagged for another tag would pass for "added" while doing nothing here."""
+    production = rig.production()
+    added = new_target("42")
+    added["board0-lmp-42"]["custom"]["tags"] = ["staging"]
+    wave = targets_signed({**production["targets"], **added}, version=2)
+    request = wave_request(
+        "v2.0-update",
+        "production",
+        42,
+        wave,
+        production_payload=production,
+        keyids=[rig.targets_keyid],
+    )
+    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    return [str(rig.write_request(request))], {}, "target 'board0-lmp-42' is not tagged"
+
+
+def root_without_offline_signature(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], str]:
+    """A root proposal whose two online targets keys could meet threshold 2 on their own."""
+    from securesystemslib.signer import SSlibKey
+    from tuf.api.metadata import Root
+
+    from tests.test_offline_support import root_proposal, root_request
+
+    snapshot, timestamp, second_online = generate_signer(), generate_signer(), generate_signer()
+    proposal = Root.from_dict(root_proposal(rig.online_targets, snapshot, timestamp))
+    proposal.add_key(
+        SSlibKey.from_dict(second_online.public_key.keyid, second_online.public_key.to_dict()),
+        "targets",
+    )
+    request = operator_sign(
+        root_request(proposal.to_dict(), 0), rig.operator_home, rig.operator_fpr
+    )
+    path = rig.write_request(request, "root-v1.request.json")
+    return [str(path), "--confirm", "root-v1"], {}, "without this appliance"
+
+
 CASES: list[Case] = [
     tampered_payload,
     digest_mismatch,
@@ -260,6 +297,8 @@ CASES: list[Case] = [
     not_a_request,
     root_smuggled_as_wave,
     delegation_added,
+    target_for_another_tag,
+    root_without_offline_signature,
 ]
 
 
