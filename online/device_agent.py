@@ -36,6 +36,7 @@ import tuf
 import urllib3
 from tuf.api import exceptions as tuf_errors
 from tuf.ngclient import FetcherInterface, Updater
+from wavesign.online.planning import parse_ci_version
 from wavesign.shared.cliutil import main_for
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
@@ -78,14 +79,7 @@ class DeviceAgentError(WavesignError):
 
 def target_version(custom: Mapping[str, Any]) -> int | None:
     """``custom.version`` as an integer (fioctl writes it as a string), or None."""
-    value = custom.get("version")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+    return parse_ci_version(custom.get("version"))
 
 
 def _lists(custom: Mapping[str, Any], name: str, wanted: str) -> bool:

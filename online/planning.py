@@ -49,6 +49,7 @@ __all__ = [
     "WavePlan",
     "compute_expiry",
     "format_expires",
+    "parse_ci_version",
     "parse_expires_at",
     "plan_renewal",
     "plan_wave",
@@ -372,7 +373,8 @@ def format_expires(moment: datetime) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def _version_number(value: Any) -> int | None:
+def parse_ci_version(value: Any) -> int | None:
+    """A CI build number as an integer (fioctl writes ``custom.version`` as a string)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -388,7 +390,7 @@ def production_ci_version(targets: Mapping[str, Any]) -> int | None:
     for entry in targets.values():
         custom = entry.get("custom") if isinstance(entry, Mapping) else None
         if isinstance(custom, Mapping):
-            number = _version_number(custom.get("version"))
+            number = parse_ci_version(custom.get("version"))
             if number is not None:
                 numbers.append(number)
     return max(numbers) if numbers else None

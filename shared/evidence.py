@@ -105,15 +105,7 @@ def publication_path(seq: int) -> str:
 
 
 def _header(reader: FieldReader, fmt: str) -> None:
-    found = reader.string("format")
-    if found != fmt:
-        raise EvidenceError(f"{reader.path}.format: {found!r} is not {fmt!r}")
-    version = reader.integer("version")
-    if version != FORMAT_VERSION:
-        raise EvidenceError(
-            f"{reader.path}.version: format version {version} is not supported "
-            f"(this wavesign reads version {FORMAT_VERSION})"
-        )
+    reader.format_header(fmt, FORMAT_VERSION, repr(fmt))
 
 
 def _hex_list(values: Any, path: str) -> tuple[bytes, ...]:
