@@ -31,7 +31,7 @@ from wavesign.online.onlinekeys import OnlineKeys  # noqa: E402
 from wavesign.online.store_waves import WaveStore  # noqa: E402
 from wavesign.shared.keys import generate_signer  # noqa: E402
 
-from tests.online_support import ci_entry, offline_response, signed_root_bytes  # noqa: E402
+from tests.online_support import ci_entry, offline_response, root_by_ceremony  # noqa: E402
 from tests.pg_harness import PgCluster  # noqa: E402
 
 
@@ -40,8 +40,7 @@ def prepared(folder: Path, url: str | None, devices: int) -> WaveStore:
     result = init_data_dir(str(folder), url, "bench")
     store = WaveStore(result.db_url, keys=OnlineKeys(folder))
     root_key, offline = generate_signer(), generate_signer()
-    online = OnlineKeys(folder).public_key("targets")
-    store.add_root("bench", signed_root_bytes(root_key, online, offline.public_key))
+    root_by_ceremony(store, root_key, offline.public_key, actor="bench")
     store.add_targets("ci", {"lmp-42": ci_entry(42, "intel-corei7-64", "42")})
     plan = store.init_wave("bench", name="w42", version=42, tag="production")
     store.import_response("bench", offline_response(store.request_bytes(plan["request_id"]),

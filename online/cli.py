@@ -19,6 +19,7 @@ from wavesign.shared.cliutil import main_for
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
 
+from .cli_status import fleet, status, wave_status
 from .client import DEFAULT_URL, ApiClient
 
 DEMO_PLAN = """\
@@ -188,7 +189,7 @@ def server_run(data_dir: str | None, host: str, port: int, workers: int) -> None
     data.config()  # refuse early, with one line, if the folder is not initialized
     os.environ["WAVESIGN_DATA"] = str(data.path)
     uvicorn.run(
-        "wavesign.online.server:app_from_env",
+        "wavesign.online.app:app_from_env",
         factory=True,
         host=host,
         port=port,
@@ -318,7 +319,12 @@ def targets_add(
 @click.option("--version", type=int, default=None, help="Only this CI build.")
 @click.option("--tag", default=None, help="Only targets whose custom.tags holds TAG.")
 @click.option("--production", default=None, metavar="TAG", help="The production targets of TAG.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON {name: entry}.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print a list of {"name", "length", "hashes", "custom"}.',
+)
 @click.pass_context
 def targets_list(
     ctx: click.Context, version: int | None, tag: str | None, production: str | None, as_json: bool
@@ -332,7 +338,7 @@ def targets_list(
     """
     entries = _client(ctx).get("/targets", version=version, tag=tag, production=production)
     if as_json:
-        _echo_json(entries)
+        _echo_json([{"name": n, **e} for n, e in sorted(entries.items())])
         return
     rows = [
         {
@@ -852,7 +858,8 @@ def requests_export(
 def requests_import(
     ctx: click.Context, file: str | None, qr_images: tuple[str, ...], qr_stdin: bool
 ) -> None:
-    """Import the appliance's signatures; the wave becomes active at threshold.
+    """Import the appliance's response: a wave becomes active at threshold, a root is
+    put in place, a renewal is published. The same response twice changes nothing.
 
     \b
     Example:
@@ -876,8 +883,114 @@ def requests_import(
             raise CLIError("the QR transport is not installed in this build") from None
         data = read_qr_images(list(qr_images)) if qr_images else read_qr_lines(sys.stdin)
     result = _client(ctx).request("POST", "/responses", content=data.strip())
+    if result.get("noop"):
+        click.echo(result["message"])
+        return
     click.echo(f"signatures imported for request {result['request_id']}")
-    click.echo(f"wave {result['wave']} is {result['status']}")
+    click.echo(result["message"])
+
+
+# -- root ceremony ----------------------------------------------------------------------------
+@cli.group(context_settings=CONTEXT)
+def root() -> None:
+    """The TUF root: propose it to the offline appliance (ceremony or rotation), show it."""
+
+
+@root.command("propose")
+@click.option(
+    "--root-threshold", type=click.IntRange(1, 16), default=1, show_default=True,
+    help="Root signatures needed (the appliance must hold that many root keys).",
+)  # fmt: skip
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=365, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"request_id", ...}.')
+@click.pass_context
+def root_propose(ctx: click.Context, root_threshold: int, expires_days: int, as_json: bool) -> None:
+    """Propose the next root: this broker's online keys and the policy.
+
+    The appliance adds its root and offline targets keys, signs the root, and returns
+    it; `requests import` of that response checks it and puts it in place.
+
+    \b
+    Example:
+      wavesign root propose --root-threshold 1 --expires-days 365
+      wavesign requests export <ID> --out /media/usb/root.request.json
+      wavesign-offline sign /media/usb/root.request.json --confirm root-v1 --out resp.json
+      wavesign requests import resp.json
+    """
+    result = _client(ctx).post(
+        "/roots/propose", {"root_threshold": root_threshold, "expires_days": expires_days}
+    )
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(
+        f"root v{result['version']} proposed (root threshold {result['root_threshold']}, "
+        f"expires {result['expires']})"
+    )
+    click.echo(f"request: {result['request_id']}")
+    click.echo(
+        f"next: wavesign requests export {result['request_id']} --out FILE (or --qr-png DIR)"
+    )
+
+
+@root.command("show")
+@click.option("--version", "version", type=click.IntRange(1), default=None, help="Root vN.")
+@click.option("--json", "as_json", is_flag=True, help="Print the signed root metadata.")
+@click.pass_context
+def root_show(ctx: click.Context, version: int | None, as_json: bool) -> None:
+    """Show the current root (or root vN): roles, keys, thresholds, expiry.
+
+    \b
+    Example:
+      wavesign root show
+      wavesign root show --version 1 --json > 1.root.json
+    """
+    path = "/roots/current" if version is None else f"/roots/{version}"
+    document = _client(ctx).get(path)
+    if as_json:
+        _echo_json(document)
+        return
+    signed = document["signed"]
+    click.echo(f"Root version: {signed['version']}")
+    click.echo(f"Expires: {signed['expires']}")
+    click.echo(f"Signatures: {len(document.get('signatures', []))}")
+    for name in ("root", "targets", "snapshot", "timestamp"):
+        role = signed["roles"][name]
+        click.echo(f"{name}: threshold {role['threshold']}")
+        for keyid in role["keyids"]:
+            key = signed["keys"].get(keyid, {})
+            click.echo(f"  {keyid}  {key.get('keytype', '?')}/{key.get('scheme', '?')}")
+
+
+# -- production -------------------------------------------------------------------------------
+@cli.group(context_settings=CONTEXT)
+def production() -> None:
+    """A tag's production targets: renew them before they expire."""
+
+
+@production.command("renew")
+@click.argument("tag")
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=365, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"request_id", ...}.')
+@click.pass_context
+def production_renew(ctx: click.Context, tag: str, expires_days: int, as_json: bool) -> None:
+    """Request a renewal: the same production targets, a higher version, a new expiry.
+
+    Signing it needs the offline key (confirmation text `renew-TAG`); `requests import`
+    of the response publishes the renewed targets as the tag's production targets.
+
+    \b
+    Example:
+      wavesign production renew production --expires-days 365
+    """
+    result = _client(ctx).post(f"/production/{tag}/renew", {"expires_days": expires_days})
+    for warning in result.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"renewal of tag {tag}: targets v{result['version']}, expires {result['expires']}")
+    click.echo(f"request: {result['request_id']}")
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -898,5 +1011,9 @@ def demo(out_dir: str) -> None:
     click.echo(DEMO_PLAN.rstrip())
     click.echo(f"\n(artifacts will be written to {out_dir}/)")
 
+
+cli.add_command(status)
+cli.add_command(fleet)
+wave.add_command(wave_status)
 
 main = main_for(cli)

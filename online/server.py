@@ -11,7 +11,7 @@ Errors are JSON ``{"detail": "<one line>"}`` with 400 (bad input), 401, 403, 404
 (conflict or wrong state); the CLI prints the detail as ``error: ...``.
 
 Run with ``wavesign server run`` (uvicorn), or ``uvicorn --factory
-wavesign.online.server:app_from_env`` with ``WAVESIGN_DATA`` set.
+wavesign.online.app:app_from_env`` with ``WAVESIGN_DATA`` set.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from wavesign.shared.errors import WavesignError
 
 from .datadir import DataDir
 from .onlinekeys import OnlineKeys
+from .status_api import status_router
 from .store import (
     AuthError,
     ConflictError,
@@ -87,6 +88,15 @@ class WaveRollout(BaseModel):
     uuids: list[str] | None = None
     dry_run: bool = False
     return_uuids: bool = False
+
+
+class RootPropose(BaseModel):
+    root_threshold: int = Field(default=1, ge=1, le=16)
+    expires_days: int = Field(default=365, ge=1, le=3650)
+
+
+class ProductionRenew(BaseModel):
+    expires_days: int = Field(default=365, ge=1, le=3650)
 
 
 def _principal(request: Request) -> Principal:
@@ -253,14 +263,42 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
     def complete_wave(name: str, who: Writer) -> dict[str, Any]:
         return store.complete_wave(who.name, name)
 
+    # -- roots and renewals ---------------------------------------------------------
+    @api.post("/roots/propose", status_code=201)
+    def propose_root(body: RootPropose, who: Writer) -> dict[str, Any]:
+        """Start a root ceremony (v1) or rotation (vN+1): a signing request for the appliance."""
+        return store.propose_root(
+            who.name, root_threshold=body.root_threshold, expires_days=body.expires_days
+        )
+
+    @api.get("/roots/current")
+    def current_root(who: Reader) -> dict[str, Any]:
+        """The latest signed root metadata, as published to devices."""
+        return store.show_root()
+
+    @api.get("/roots/{version}")
+    def root_version(version: int, who: Reader) -> dict[str, Any]:
+        return store.show_root(version)
+
     @api.post("/roots", status_code=201)
-    async def add_root(request: Request, who: Writer) -> dict[str, Any]:
-        """Store a signed root (the canonical JSON as the body) that follows the latest."""
+    async def restore_root(request: Request, who: Admin) -> dict[str, Any]:
+        """Admin only: restore a signed root made elsewhere (migration, disaster recovery).
+
+        Roots are made by the ceremony (``POST /roots/propose``, then the appliance's
+        response through ``POST /responses``). This stores an existing root (canonical
+        JSON as the body) that follows the latest one as a root chain and names this
+        broker's online keys.
+        """
         body = await request.body()
         from starlette.concurrency import run_in_threadpool
 
         version = await run_in_threadpool(store.add_root, who.name, body)
         return {"version": version}
+
+    @api.post("/production/{tag}/renew", status_code=201)
+    def renew_production(tag: str, body: ProductionRenew, who: Writer) -> dict[str, Any]:
+        """A signing request re-signing the tag's production targets with a new expiry."""
+        return store.renew_production(who.name, tag, expires_days=body.expires_days)
 
     # -- signing requests -------------------------------------------------------------
     @api.get("/requests")
@@ -292,6 +330,7 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
         return await run_in_threadpool(store.import_response, who.name, body)
 
     app.include_router(api)
+    app.include_router(status_router)
     return app
 
 

@@ -23,7 +23,6 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from securesystemslib.signer import Signature
 from sqlalchemy import Connection, Engine, Integer, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from tuf.api.metadata import Metadata, Root
@@ -37,7 +36,6 @@ from wavesign.shared.bundles import (
 from wavesign.shared.canonical import canonical_bytes, digest, digest_bytes
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.rootchain import verify_root_update
-from wavesign.shared.signing import check_threshold, sign_payload
 
 from . import db, planning
 from . import rollout as rollout_rules
@@ -51,6 +49,16 @@ from .store import (
     check_name,
     utcnow,
 )
+from .store_roots import (
+    check_ceremony_root,
+    check_restored_root,
+    countersign,
+    parse_response_root,
+    root_json,
+    root_proposal,
+    signatures_for,
+)
+from .views import ensure_production_advances
 
 __all__ = ["WaveStore"]
 
@@ -73,34 +81,200 @@ class WaveStore(Store):
         ).first()
         return None if row is None else Metadata[Root].from_bytes(row.root_json.encode())
 
-    def add_root(self, actor: str, root_json: bytes) -> int:
-        """Store a signed root that follows the latest one (threshold of old and new)."""
+    def add_root(self, actor: str, root_bytes: bytes) -> int:
+        """Restore a signed root made elsewhere (admin only; migrations, disaster recovery).
+
+        The root ceremony (:meth:`propose_root`, then :meth:`import_response`) is how
+        roots are made. This stores a root that already exists: it must follow the latest
+        one (old and new root thresholds) and name this broker's online keys for
+        snapshot and timestamp, and its online targets key beside an offline one.
+        """
         try:
-            new = Metadata[Root].from_bytes(root_json)
+            new = Metadata[Root].from_bytes(root_bytes)
         except Exception as exc:
             raise InvalidInputError(f"not a signed root: {exc}") from None
         with self.change(actor, "root-added", f"root v{new.signed.version}") as ch:
+            if self.keys is not None:
+                check_restored_root(new, self.keys.public_keys())
             previous = self.latest_root(ch.conn)
             verify_root_update(previous, new)
-            text = root_json.decode("utf-8")
+            # A root made elsewhere is published byte for byte as it was signed.
+            text = root_bytes.decode("utf-8")
+            sha256 = digest_bytes(root_bytes)
             ch.conn.execute(
                 db.roots.insert().values(
-                    version=new.signed.version,
-                    root_json=text,
-                    sha256=digest_bytes(root_json),
-                    created_at=utcnow(),
+                    version=new.signed.version, root_json=text, sha256=sha256, created_at=utcnow()
                 )
             )
-            ch.detail = {"version": new.signed.version, "sha256": digest_bytes(root_json)}
+            ch.detail = {"version": new.signed.version, "sha256": sha256, "restored": True}
         return new.signed.version
 
+    def propose_root(
+        self,
+        actor: str,
+        *,
+        root_threshold: int = 1,
+        expires_days: int = planning.DEFAULT_EXPIRES_DAYS,
+    ) -> dict[str, Any]:
+        """A root ceremony's signing request: the online keys and the policy, as root vN+1."""
+        if self.keys is None:
+            raise StateError("this store has no online keys to propose")
+        if not 1 <= expires_days <= 3650:
+            raise InvalidInputError("--expires-days must be between 1 and 3650")
+        now = datetime.now(UTC)
+        expires = planning.format_expires(planning.compute_expiry(now, expires_days, None))
+        online = self.keys.public_keys()
+        with self.change(actor, "root-proposed", "root") as ch:
+            conn = ch.conn
+            previous = self.latest_root(conn)
+            current = previous.signed.version if previous is not None else 0
+            pending = conn.execute(
+                select(db.signing_requests.c.id).where(
+                    db.signing_requests.c.purpose == "root",
+                    db.signing_requests.c.status == "pending",
+                )
+            ).scalar()
+            if pending is not None:
+                raise ConflictError(
+                    f"root request {pending} is still awaiting signatures: import its response"
+                )
+            proposal = root_proposal(
+                online, version=current + 1, expires=expires, root_threshold=root_threshold
+            )
+            request = SigningRequest(
+                id="req-" + secrets.token_hex(6),
+                factory=self._factory(conn),
+                created=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                purpose=Purpose(kind="root", root_version=current + 1),
+                payloads=(Payload.create("root", "root", proposal, []),),
+                context=Context(root_version=current),
+            )
+            self._insert_request(conn, actor, request, "root")
+            ch.subject = f"root v{current + 1}"
+            ch.detail = {"request_id": request.id, "version": current + 1}
+        return {
+            "request_id": request.id,
+            "request_sha256": request.digest(),
+            "version": current + 1,
+            "expires": expires,
+            "root_threshold": root_threshold,
+        }
+
+    def _factory(self, conn: Connection) -> str:
+        value = conn.execute(
+            select(db.settings.c.value).where(db.settings.c.key == "factory")
+        ).scalar()
+        return str(value or "wavesign")
+
+    @staticmethod
+    def _insert_request(
+        conn: Connection,
+        actor: str,
+        request: SigningRequest,
+        purpose: str,
+        wave_id: int | None = None,
+    ) -> None:
+        conn.execute(
+            db.signing_requests.insert().values(
+                id=request.id,
+                purpose=purpose,
+                status="pending",
+                wave_id=wave_id,
+                request_sha256=request.digest(),
+                request_json=request.to_bytes().decode("utf-8"),
+                created_at=utcnow(),
+                created_by=actor,
+            )
+        )
+
+    def show_root(self, version: int | None = None) -> dict[str, Any]:
+        """The signed root metadata (the latest, or ``version``) as stored and published."""
+        with self.read() as conn:
+            query = select(db.roots.c.root_json, db.roots.c.version)
+            if version is None:
+                query = query.order_by(db.roots.c.version.desc()).limit(1)
+            else:
+                query = query.where(db.roots.c.version == version)
+            row = conn.execute(query).first()
+        if row is None:
+            if version is None:
+                raise NotFoundError("no root yet: run `wavesign root propose` first")
+            raise NotFoundError(f"no root version {version}")
+        document: dict[str, Any] = json.loads(row.root_json)
+        return document
+
+    def renew_production(
+        self, actor: str, tag: str, *, expires_days: int = planning.DEFAULT_EXPIRES_DAYS
+    ) -> dict[str, Any]:
+        """A renewal's signing request: the tag's production targets, re-versioned."""
+        check_name(tag, "tag")
+        if not 1 <= expires_days <= 3650:
+            raise InvalidInputError("--expires-days must be between 1 and 3650")
+        now = datetime.now(UTC)
+        with self.change(actor, "renewal-requested", tag) as ch:
+            conn = ch.conn
+            tag_row = self._tag_row(conn, tag, lock=True)
+            if tag_row is None or not tag_row.production_json:
+                raise NotFoundError(f"tag {tag} has no production targets yet: nothing to renew")
+            blocking = conn.execute(
+                select(db.waves.c.name).where(
+                    db.waves.c.tag == tag, db.waves.c.status.in_(db.OPEN_WAVE_STATUSES)
+                )
+            ).scalar()
+            production = json.loads(tag_row.production_json)["signed"]
+            plan = planning.plan_renewal(
+                tag,
+                planning.ProductionState(
+                    tag=tag, signed=production, highest_planned=tag_row.last_planned_version
+                ),
+                now=now,
+                expires_days=expires_days,
+                open_wave=blocking,
+            )
+            root = self.latest_root(conn)
+            if root is None:
+                raise StateError("no root yet: the root ceremony must come first")
+            request = SigningRequest(
+                id="req-" + secrets.token_hex(6),
+                factory=self._factory(conn),
+                created=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                purpose=Purpose(kind="renew", tag=tag),
+                payloads=(
+                    Payload.create("renew", "targets", plan.signed, self._targets_keyids(conn)),
+                ),
+                context=Context(
+                    root_version=root.signed.version,
+                    production_version=tag_row.production_version,
+                    production_sha256=tag_row.production_sha256,
+                ),
+            )
+            self._insert_request(conn, actor, request, "renew")
+            conn.execute(
+                db.tag_state.update()
+                .where(db.tag_state.c.tag == tag)
+                .values(last_planned_version=plan.highest_planned, updated_at=utcnow())
+            )
+            ch.detail = {"request_id": request.id, "version": plan.version, "sha256": plan.sha256}
+        return {
+            "request_id": request.id,
+            "request_sha256": request.digest(),
+            "tag": tag,
+            "version": plan.version,
+            "expires": plan.expires,
+            "warnings": list(plan.warnings),
+        }
+
     def _targets_keyids(self, conn: Connection) -> list[str]:
+        """The offline targets keys a targets payload asks the appliance to sign with.
+
+        The online targets key is not listed: the broker adds its signature itself at
+        import, and the appliance refuses a payload naming a key it does not hold.
+        """
         root = self.latest_root(conn)
-        if root is not None:
-            return sorted(root.signed.roles["targets"].keyids)
-        if self.keys is not None:
-            return [self.keys.public_key("targets").keyid]
-        return []
+        if root is None:
+            return []
+        online = self.keys.public_key("targets").keyid if self.keys is not None else None
+        return sorted(k for k in root.signed.roles["targets"].keyids if k != online)
 
     # -- wave init ------------------------------------------------------------------
     def _wave_row(self, conn: Connection, name: str, lock: bool = False) -> Any:
@@ -223,8 +397,12 @@ class WaveStore(Store):
                 summary["dry_run"] = True
                 # Nothing may be written: leave the transaction without its event.
                 raise _DryRun(summary)
-            keyids = self._targets_keyids(conn)
             root = self.latest_root(conn)
+            if root is None:
+                raise StateError(
+                    "no root yet: the root ceremony must come first (`wavesign root propose`)"
+                )
+            keyids = self._targets_keyids(conn)
             request_id = "req-" + secrets.token_hex(6)
             request = SigningRequest(
                 id=request_id,
@@ -546,6 +724,14 @@ class WaveStore(Store):
     def cancel_wave(self, actor: str, name: str) -> dict[str, Any]:
         """Cancel: the wave's devices are to see R; no devices are added any more."""
         with self.change(actor, "wave-canceled", name) as ch:
+            # Lock order: the signing request, then the wave, as `requests import` does;
+            # the other order deadlocks against a concurrent import on PostgreSQL.
+            unlocked = self._wave_row(ch.conn, name)
+            ch.conn.execute(
+                select(db.signing_requests.c.id)
+                .where(db.signing_requests.c.wave_id == unlocked.id)
+                .with_for_update()
+            ).all()
             wave = self._wave_row(ch.conn, name, lock=True)
             if wave.status == "complete":
                 raise StateError(
@@ -580,7 +766,10 @@ class WaveStore(Store):
                 raise StateError(f"wave {name} is {wave.status}: only an active wave can complete")
             if not wave.wave_signed:
                 raise StateError(f"wave {name} has no signed targets")
-            self._tag_row(conn, wave.tag, lock=True)
+            tag_row = self._tag_row(conn, wave.tag, lock=True)
+            ensure_production_advances(
+                wave.tag, tag_row.production_version if tag_row else None, wave.wave_version
+            )
             conn.execute(
                 db.tag_state.update()
                 .where(db.tag_state.c.tag == wave.tag)
@@ -722,15 +911,36 @@ class WaveStore(Store):
         return {"id": request_id, "operator_signed": True}
 
     def import_response(self, actor: str, response_bytes: bytes) -> dict[str, Any]:
-        """Merge the offline signatures and the online one; activate the wave at threshold.
+        """Import the appliance's response to any request: a wave, a root, a renewal.
 
-        Every offline signature must verify against the latest root's targets keys over
-        the exact payload the request names; W and R must each reach the targets
-        threshold with distinct keys. Otherwise nothing changes.
+        A wave's or renewal's offline signatures must verify against the latest root's
+        targets keys over the exact payloads the request names; each payload must then
+        reach the targets threshold with the online signature. A root must be the
+        proposal completed by the appliance and signed as a root chain. Otherwise
+        nothing changes. The same response imported again changes nothing either.
         """
         response = SigningResponse.from_bytes(response_bytes)
         if self.keys is None:
             raise StateError("this store has no online keys to countersign with")
+        with self.read() as conn:
+            row = conn.execute(
+                select(db.signing_requests).where(
+                    db.signing_requests.c.request_sha256 == response.request_sha256
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"no signing request has digest {response.request_sha256[:16]}…")
+        if row.status == "signed" and row.response_json:
+            stored = SigningResponse.from_bytes(str(row.response_json).encode("utf-8"))
+            if stored.digest() == response.digest():
+                return {
+                    "request_id": row.id,
+                    "purpose": row.purpose,
+                    "status": "unchanged",
+                    "noop": True,
+                    "message": f"this response for request {row.id} was imported already: "
+                    "nothing changed",
+                }
         with self.change(actor, "signatures-imported", response.request_sha256) as ch:
             conn = ch.conn
             row = conn.execute(
@@ -739,62 +949,18 @@ class WaveStore(Store):
                 .with_for_update()
             ).first()
             if row is None:
-                raise NotFoundError(
-                    f"no signing request has digest {response.request_sha256[:16]}…"
+                raise NotFoundError(f"no signing request {response.request_sha256[:16]}…")
+            if row.status == "signed":
+                raise StateError(
+                    f"request {row.id} is signed already, by another response: nothing changed"
                 )
             if row.status != "pending":
-                raise StateError(f"request {row.id} is {row.status} already")
-            if row.purpose != "wave":
-                raise StateError(f"request {row.id} is a {row.purpose} request: not handled here")
+                raise StateError(f"request {row.id} is {row.status}: its response is refused")
             request = SigningRequest.from_bytes(row.request_json.encode())
-            root = self.latest_root(conn)
-            if root is None:
-                raise StateError("no root yet: the root ceremony must come first")
-            wave = conn.execute(
-                select(db.waves).where(db.waves.c.id == row.wave_id).with_for_update()
-            ).first()
-            if wave is None or wave.status != "awaiting-signatures":
-                raise StateError(f"the wave of request {row.id} is not awaiting signatures")
-            online = self.keys.signer("targets")
-            signed_docs: dict[str, str] = {}
-            for payload in request.payloads:
-                content = payload.full()
-                sigs: dict[str, Signature] = {}
-                for entry in response.signatures:
-                    if entry.payload != payload.name:
-                        continue
-                    if entry.sha256 != payload.sha256:
-                        raise InvalidInputError(
-                            f"signature by {entry.keyid[:16]} is over another {payload.name} "
-                            "payload than the request's"
-                        )
-                    sigs[entry.keyid] = Signature(entry.keyid, entry.sig)
-                result = check_threshold(root.signed, "targets", content, sigs)
-                if result.failed or result.unknown:
-                    bad = (result.failed + result.unknown)[0]
-                    raise InvalidInputError(
-                        f"payload {payload.name}: signature by key {bad[:16]} does not verify "
-                        "against the root's targets keys"
-                    )
-                online_sig = sign_payload(online, content)
-                sigs[online_sig.keyid] = online_sig
-                result = check_threshold(root.signed, "targets", content, sigs)
-                if not result.ok:
-                    raise StateError(f"payload {payload.name}: {result.describe()}")
-                document = {
-                    "signatures": [{"keyid": k, "sig": sigs[k].signature} for k in sorted(sigs)],
-                    "signed": content,
-                }
-                signed_docs[payload.name] = _json(document)
-            conn.execute(
-                db.waves.update()
-                .where(db.waves.c.id == wave.id)
-                .values(
-                    status="active",
-                    wave_signed=signed_docs["wave"],
-                    revert_signed=signed_docs["revert"],
-                )
-            )
+            if row.purpose == "root":
+                result = self._import_root(conn, row, request, response)
+            else:
+                result = self._import_targets(conn, row, request, response)
             conn.execute(
                 db.signing_requests.update()
                 .where(db.signing_requests.c.id == row.id)
@@ -806,10 +972,121 @@ class WaveStore(Store):
             )
             ch.detail = {
                 "request_id": row.id,
-                "wave": wave.name,
+                "purpose": row.purpose,
                 "response_sha256": response.digest(),
+                **{k: v for k, v in result.items() if k in ("wave", "tag", "version", "sha256")},
             }
-        return {"request_id": row.id, "wave": wave.name, "status": "active"}
+        return result
+
+    def _import_targets(
+        self, conn: Connection, row: Any, request: SigningRequest, response: SigningResponse
+    ) -> dict[str, Any]:
+        """A wave (W and R) or a renewal: countersign and activate or publish."""
+        assert self.keys is not None
+        root = self.latest_root(conn)
+        if root is None:
+            raise StateError("no root yet: the root ceremony must come first")
+        signatures_for(response, [p.name for p in request.payloads])
+        online = self.keys.signer("targets")
+        if row.purpose == "renew":
+            return self._publish_renewal(conn, row, request, response, root.signed, online)
+        if row.purpose != "wave":
+            raise StateError(f"request {row.id} is a {row.purpose} request: not handled here")
+        wave = conn.execute(
+            select(db.waves).where(db.waves.c.id == row.wave_id).with_for_update()
+        ).first()
+        if wave is None or wave.status != "awaiting-signatures":
+            raise StateError(f"the wave of request {row.id} is not awaiting signatures")
+        signed_docs = {
+            payload.name: _json(countersign(root.signed, payload, response, online))
+            for payload in request.payloads
+        }
+        conn.execute(
+            db.waves.update()
+            .where(db.waves.c.id == wave.id)
+            .values(
+                status="active",
+                wave_signed=signed_docs["wave"],
+                revert_signed=signed_docs["revert"],
+            )
+        )
+        return {
+            "request_id": row.id,
+            "purpose": "wave",
+            "wave": wave.name,
+            "status": "active",
+            "message": f"wave {wave.name} is active",
+        }
+
+    def _publish_renewal(
+        self,
+        conn: Connection,
+        row: Any,
+        request: SigningRequest,
+        response: SigningResponse,
+        root: Root,
+        online: Any,
+    ) -> dict[str, Any]:
+        payload = request.payload("renew")
+        tag = str(request.purpose.tag)
+        document = countersign(root, payload, response, online)
+        version = int(document["signed"]["version"])
+        tag_row = self._tag_row(conn, tag, lock=True)
+        if tag_row is None or not tag_row.production_json:
+            raise StateError(f"tag {tag} has no production targets to renew")
+        ensure_production_advances(tag, tag_row.production_version, version)
+        conn.execute(
+            db.tag_state.update()
+            .where(db.tag_state.c.tag == tag)
+            .values(
+                production_json=_json(document),
+                production_version=version,
+                production_sha256=payload.sha256,
+                updated_at=utcnow(),
+            )
+        )
+        expires = document["signed"]["expires"]
+        return {
+            "request_id": row.id,
+            "purpose": "renew",
+            "tag": tag,
+            "version": version,
+            "sha256": payload.sha256,
+            "status": "published",
+            "message": f"production targets of tag {tag} renewed: version {version}, "
+            f"expires {expires}",
+        }
+
+    def _import_root(
+        self, conn: Connection, row: Any, request: SigningRequest, response: SigningResponse
+    ) -> dict[str, Any]:
+        """A ceremony's root: the proposal completed, signed as the next link of the chain."""
+        assert self.keys is not None
+        new = parse_response_root(response)
+        check_ceremony_root(new, request.payload("root").full(), self.keys.public_keys())
+        previous = self.latest_root(conn)
+        expected = (previous.signed.version if previous is not None else 0) + 1
+        if new.signed.version != expected:
+            raise StateError(
+                f"the response holds root v{new.signed.version}, but the next root is "
+                f"v{expected}: propose again"
+            )
+        verify_root_update(previous, new)
+        text = root_json(new)
+        sha256 = digest_bytes(text.encode("utf-8"))
+        conn.execute(
+            db.roots.insert().values(
+                version=new.signed.version, root_json=text, sha256=sha256, created_at=utcnow()
+            )
+        )
+        return {
+            "request_id": row.id,
+            "purpose": "root",
+            "version": new.signed.version,
+            "sha256": sha256,
+            "status": "signed",
+            "message": f"root v{new.signed.version} is in place",
+        }
 
 
 def _primary_key(result: Any) -> int:

@@ -31,7 +31,20 @@ from pathlib import Path
 import psycopg
 import pytest
 
-PG_BIN = Path(os.environ.get("WAVESIGN_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _find_pg_bin() -> Path:
+    """``$WAVESIGN_PG_BIN``, or the newest ``/usr/lib/postgresql/<major>/bin`` installed."""
+    override = os.environ.get("WAVESIGN_PG_BIN")
+    if override:
+        return Path(override)
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit()]
+    if not found:
+        # Named in the failure message of the fixture: initdb will not be found there.
+        return Path("/usr/lib/postgresql/<none installed>/bin")
+    return max(found, key=lambda p: int(p.parent.name))
+
+
+PG_BIN = _find_pg_bin()
 
 
 def _free_port() -> int:
@@ -120,7 +133,7 @@ class PgCluster:
 
 @pytest.fixture(scope="session", name="pg_cluster")
 def pg_cluster_fixture() -> Iterator[PgCluster]:
-    """A running PostgreSQL 15 cluster for the whole session; fails if it cannot start."""
+    """A running PostgreSQL cluster for the whole session; fails if it cannot start."""
     cluster = PgCluster()
     try:
         cluster.start()

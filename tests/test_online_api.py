@@ -24,11 +24,13 @@ from wavesign.shared.qrtransport import export_qr, read_qr_images
 
 from tests.gpghelpers import make_gpg_identity
 from tests.online_support import (
+    ceremony_response,
     ci_entry,
     live_server,
     offline_response,
     run_cli,
     signed_root_bytes,
+    wait_for_publication,
 )
 
 HW = "intel-corei7-64"
@@ -64,6 +66,7 @@ class Env:
 
     def refused(self, *args: str, message: str, token: str | None = None) -> str:
         """Run a command that must be refused: exit 1, one error line, no change at all."""
+        wait_for_publication(DataDir.resolve(str(self.data)).db_url)
         before = self.dump()
         result = self.cli(*args, token=token)
         assert result.returncode == 1, (result.stdout, result.stderr)
@@ -86,15 +89,23 @@ def env(
     admin = (data / "admin.token").read_text().strip()
     assert init.stdout.count(admin) == 1  # printed once
     with live_server(data) as url:
-        root = signed_root_bytes(
-            ed25519_signers[0],
-            OnlineKeys(data).public_key("targets"),
-            ed25519_signers[1].public_key,
+        # The root ceremony through the CLI; the appliance's side is played in Python.
+        proposed = run_cli("root", "propose", "--json", url=url, token=admin, cwd=work)
+        assert proposed.returncode == 0, proposed.stderr
+        request_id = json.loads(proposed.stdout)["request_id"]
+        exported = work / "root.request.json"
+        out = run_cli("requests", "export", request_id, "--out", str(exported), url=url,
+                      token=admin)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        answer = work / "root.response.json"
+        answer.write_bytes(
+            ceremony_response(
+                exported.read_bytes(), [ed25519_signers[0]], [ed25519_signers[1].public_key]
+            )
         )
-        response = httpx.post(
-            url + "/api/v1/roots", content=root, headers={"Authorization": f"Bearer {admin}"}
-        )
-        assert response.status_code == 201, response.text
+        out = run_cli("requests", "import", str(answer), url=url, token=admin)
+        assert out.returncode == 0, out.stderr
+        assert "root v1 is in place" in out.stdout
         tokens = {}
         for role in ("operator", "auditor"):
             out = run_cli("tokens", "create", "--role", role, "--name", role, url=url, token=admin)
@@ -113,7 +124,7 @@ def test_server_init_files_and_refusal_of_a_second_init(env: Env) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {env.data} is initialized already"
     migrate = run_cli("server", "migrate", "--data", str(env.data))
-    assert migrate.returncode == 0 and "revision 0001" in migrate.stdout
+    assert migrate.returncode == 0 and "revision 0002" in migrate.stdout
 
 
 def test_openapi_is_served_under_the_api_prefix(env: Env) -> None:
@@ -191,8 +202,9 @@ def test_targets_from_ci_files_and_flags(env: Env) -> None:
         "--custom", '{"uri": "https://ci.example/42"}',
     )  # fmt: skip
     listed = json.loads(env.ok("targets", "list", "--version", "42", "--json"))
-    assert listed == {
-        f"{HW}-lmp-42": {
+    assert listed == [
+        {
+            "name": f"{HW}-lmp-42",
             "length": 4242,
             "hashes": {"sha256": "42" * 32},
             "custom": {
@@ -202,7 +214,7 @@ def test_targets_from_ci_files_and_flags(env: Env) -> None:
                 "uri": "https://ci.example/42",
             },
         }
-    }
+    ]
 
 
 # -- devices --------------------------------------------------------------------------------------
@@ -293,7 +305,7 @@ def test_the_seed_story_through_the_cli(env: Env) -> None:
     assert verified.fingerprint == operator.fingerprint
     env.ok("wave", "complete", "populate-targets")
     production = json.loads(env.ok("targets", "list", "--production", "production", "--json"))
-    assert list(production) == [f"{HW}-lmp-12"]
+    assert [entry["name"] for entry in production] == [f"{HW}-lmp-12"]
 
     env.refused("wave", "cancel", "populate-targets",
                 message="a completed wave cannot be canceled")  # fmt: skip
@@ -331,10 +343,16 @@ def test_the_seed_story_through_the_cli(env: Env) -> None:
     ]
     env.ok("wave", "complete", "v2.0-update")
     production = json.loads(env.ok("targets", "list", "--production", "production", "--json"))
-    assert sorted(production) == [f"{HW}-lmp-12", f"{HW}-lmp-42"]
+    assert sorted(e["name"] for e in production) == [f"{HW}-lmp-12", f"{HW}-lmp-42"]
     env.refused("wave", "rollout", "v2.0-update", "canary", message="is complete")
+    # The first wave's response again: a no-op that says so, and changes nothing.
     first_response = env.work / f"{first_request}.response.json"
-    env.refused("requests", "import", str(first_response), message="is signed already")
+    before = env.dump()
+    replay = env.ok("requests", "import", str(first_response))
+    assert replay.strip() == (
+        f"this response for request {first_request} was imported already: nothing changed"
+    )
+    assert env.dump() == before
 
 
 def test_a_rolled_out_wave_is_canceled_and_stays_canceled(env: Env) -> None:
@@ -375,3 +393,59 @@ def test_one_line_errors_without_a_server_or_a_data_folder(tmp_path: Path) -> No
     assert len(result.stderr.splitlines()) == 1
     result = run_cli("wave", "rollout", "w", "--limit", "0", url="http://127.0.0.1:9", token="t")
     assert result.returncode == 1 and "A limit must be at least 1 device" in result.stderr
+
+
+# -- root and renewal ---------------------------------------------------------------------------
+def test_root_show_and_the_restore_endpoint(env: Env) -> None:
+    shown = json.loads(env.ok("root", "show", "--json", token=env.auditor))
+    assert shown["signed"]["_type"] == "root" and shown["signed"]["version"] == 1
+    assert json.loads(env.ok("root", "show", "--version", "1", "--json")) == shown
+    text = env.ok("root", "show")
+    assert "Root version: 1" in text and "targets: threshold 2" in text
+    env.refused("root", "show", "--version", "7", message="no root version 7")
+    env.refused("root", "propose", message="may not do this", token=env.auditor)
+    keys = OnlineKeys(env.data)
+    restored = signed_root_bytes(
+        CryptoSigner.generate_ed25519(),
+        keys.public_key("targets"),
+        env.offline.public_key,
+        version=2,
+        snapshot=keys.public_key("snapshot"),
+        timestamp=keys.public_key("timestamp"),
+    )
+    before = env.dump()
+    for token, status in ((env.operator, 403), (env.admin, 400)):
+        answer = httpx.post(
+            env.url + "/api/v1/roots", content=restored,
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+        assert answer.status_code == status, answer.text
+    # Root v2 from elsewhere must still be signed by root v1's keys.
+    assert "is not signed by a threshold of root v1's root keys" in answer.json()["detail"]
+    assert env.dump() == before
+
+
+def test_production_renew_through_the_cli(env: Env) -> None:
+    env.refused("production", "renew", "nowhere", message="tag nowhere has no production targets")
+    env.ok(
+        "targets", "add", f"{HW}-lmp-7", "--version", "7", "--hardware-id", HW,
+        "--sha256", "07" * 32, "--length", "77", "--tag", "renewals",
+    )  # fmt: skip
+    _sign_and_import(env, _init_wave(env, "renewals-7", "7", "renewals"), "renewals-7")
+    env.ok("wave", "complete", "renewals-7")
+    out = env.ok("production", "renew", "renewals", "--expires-days", "90")
+    request_id = next(ln for ln in out.splitlines() if ln.startswith("request: "))[9:]
+    assert json.loads(env.ok("requests", "show", request_id, "--json"))["purpose"] == "renew"
+    exported = env.work / f"{request_id}.request.json"
+    env.ok("requests", "export", request_id, "--out", str(exported))
+    request = SigningRequest.from_bytes(exported.read_bytes())
+    assert request.purpose.confirmation_text() == "renew-renewals"
+    response = env.work / f"{request_id}.response.json"
+    assert request.payload("renew").delta is not None  # a delta against production
+    response.write_bytes(
+        offline_response(exported.read_bytes(), [env.offline], known=env.signed_before)
+    )
+    out = env.ok("requests", "import", str(response))
+    assert "production targets of tag renewals renewed: version 3" in out
+    listed = json.loads(env.ok("targets", "list", "--production", "renewals", "--json"))
+    assert [entry["name"] for entry in listed] == [f"{HW}-lmp-7"]

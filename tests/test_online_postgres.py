@@ -25,8 +25,8 @@ from tests.online_support import (
     ci_entry,
     live_server,
     offline_response,
+    root_by_ceremony,
     run_cli,
-    signed_root_bytes,
 )
 from tests.pg_harness import PgCluster, pg_cluster_fixture  # noqa: F401 (fixture pg_cluster)
 
@@ -38,8 +38,7 @@ def _active_wave_store(data: Path, url: str | None, signers: list[CryptoSigner])
     """A broker with production at 12, wave 'w42' active and 120 devices in group 'fleet'."""
     result = init_data_dir(str(data), url, "acme")
     store = WaveStore(result.db_url, keys=OnlineKeys(data))
-    online = OnlineKeys(data).public_key("targets")
-    store.add_root("admin", signed_root_bytes(signers[0], online, signers[1].public_key))
+    root_by_ceremony(store, signers[0], signers[1].public_key)
     store.add_targets("ci", {"lmp-12": ci_entry(12, HW, "12"), "lmp-42": ci_entry(42, HW, "42")})
     for name, version in (("w12", 12), ("w42", 42)):
         plan = store.init_wave("op", name=name, version=version, tag="production")
@@ -105,7 +104,7 @@ def _check_concurrent_rollouts(store: WaveStore, url: str) -> None:
 def test_postgres_migrations_create_the_declared_schema(pg_cluster: PgCluster) -> None:
     store = WaveStore(pg_cluster.new_database())
     try:
-        assert store.migrate() == "0001"
+        assert store.migrate() == "0002"
         with store.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
     finally:
@@ -134,11 +133,12 @@ def test_concurrent_rollouts_lose_no_update_on_sqlite(
 
 
 def test_two_wave_inits_for_one_tag_at_once_let_exactly_one_through(
-    pg_cluster: PgCluster, tmp_path: Path
+    pg_cluster: PgCluster, tmp_path: Path, ed25519_signers: list[CryptoSigner]
 ) -> None:
     url = pg_cluster.new_database()
     init_data_dir(str(tmp_path / "data"), url, "acme")
     store = WaveStore(url, keys=OnlineKeys(tmp_path / "data"))
+    root_by_ceremony(store, ed25519_signers[0], ed25519_signers[1].public_key)
     store.add_targets("ci", {"lmp-12": ci_entry(12, HW)})
     racers = [WaveStore(url, keys=OnlineKeys(tmp_path / "data")) for _ in range(4)]
     try:
@@ -154,7 +154,7 @@ def test_two_wave_inits_for_one_tag_at_once_let_exactly_one_through(
     assert len(results) == 1
     assert len(errors) == 3 and all(isinstance(e, WavesignError) for e in errors)
     assert len(store.list_waves()) == 1
-    assert len(store.list_requests()) == 1
+    assert sorted(r["purpose"] for r in store.list_requests()) == ["root", "wave"]
     store.close()
 
 
@@ -205,10 +205,7 @@ def test_two_cli_rollouts_at_once_against_two_server_workers_on_postgres(
     assert init.returncode == 0, init.stderr
     assert "postgresql+psycopg://postgres@127.0.0.1" in init.stdout
     store = WaveStore(url, keys=OnlineKeys(data))
-    online = OnlineKeys(data).public_key("targets")
-    store.add_root(
-        "admin", signed_root_bytes(ed25519_signers[0], online, ed25519_signers[1].public_key)
-    )
+    root_by_ceremony(store, ed25519_signers[0], ed25519_signers[1].public_key)
     store.add_targets("ci", {"lmp-42": ci_entry(42, HW, "42")})
     plan = store.init_wave("op", name="w42", version=42, tag="production")
     store.import_response(

@@ -22,7 +22,7 @@ from wavesign.shared.bundles import SigningRequest
 from wavesign.shared.canonical import digest
 from wavesign.shared.errors import WavesignError
 
-from tests.online_support import ci_entry, offline_response, signed_root_bytes
+from tests.online_support import ci_entry, offline_response, root_by_ceremony
 
 HW = "intel-corei7-64"
 
@@ -36,10 +36,7 @@ class Broker:
         self.admin_token = result.admin_token
         self.store = WaveStore(result.db_url, keys=OnlineKeys(data))
         self.root_signer, self.offline = signers[0], signers[1]
-        online = self.store.keys.public_key("targets")  # type: ignore[union-attr]
-        self.store.add_root(
-            "admin", signed_root_bytes(self.root_signer, online, self.offline.public_key)
-        )
+        root_by_ceremony(self.store, self.root_signer, self.offline.public_key)
 
     def activate(self, wave: str) -> None:
         request_id = self.store.show_wave(wave)["request_id"]
@@ -241,11 +238,11 @@ def test_first_wave_signed_activated_and_completed_becomes_production(broker: Br
     assert request.purpose.wave == "populate-targets"
     assert [p.name for p in request.payloads] == ["wave", "revert"]
     assert request.payload("wave").sha256 == digest(request.payload("wave").full())
-    assert store.list_requests()[0]["status"] == "pending"
+    assert [r["status"] for r in store.list_requests() if r["purpose"] == "wave"] == ["pending"]
 
     broker.activate("populate-targets")
     assert store.show_wave("populate-targets")["status"] == "active"
-    assert store.list_requests()[0]["status"] == "signed"
+    assert [r["status"] for r in store.list_requests() if r["purpose"] == "wave"] == ["signed"]
     store.complete_wave("op", "populate-targets")
     with store.read() as conn:
         wave_signed = conn.execute(db.waves.select()).first().wave_signed  # type: ignore[union-attr]
@@ -417,8 +414,12 @@ def test_a_second_wave_versions_above_the_canceled_revert(broker: Broker) -> Non
     store.add_targets("ci", {"lmp-42": ci_entry(42, HW, "42")})
     first = store.init_wave("op", name="a", version=42, tag="production")
     store.cancel_wave("op", "a")
-    statuses = {r["wave"]: r["status"] for r in store.list_requests()}
-    assert statuses == {"w12": "signed", "a": "canceled"}
+    statuses = {(r["purpose"], r["wave"]): r["status"] for r in store.list_requests()}
+    assert statuses == {
+        ("root", None): "signed",
+        ("wave", "w12"): "signed",
+        ("wave", "a"): "canceled",
+    }
     second = store.init_wave("op", name="b", version=42, tag="production")
     assert second["wave_version"] > first["revert_version"]
 

@@ -1,0 +1,653 @@
+"""The broker serves devices: database state -> views -> published bytes -> ``DeviceDirectory``.
+
+This module is the wiring between the store (the tables of :mod:`wavesign.online.db`)
+and the device hot path (:mod:`wavesign.online.device_api`):
+
+1. :func:`load_state` reads, in one read transaction, everything views depend on: the
+   roots, each tag's production targets bytes, the live waves (active, or canceled with
+   R still above production) with their W/R bytes, recorded devices and full groups,
+   and every device's token hash, tag and group.
+2. :func:`assign_views` runs the pure :func:`wavesign.online.views.select_view` once per
+   class of devices: a device recorded in no live wave sees what every device of its
+   (tag, group) sees, so only wave devices are selected one by one.
+3. :meth:`Serving.refresh` claims a publication (below), signs every view with
+   :func:`wavesign.online.publish.publish_views` and swaps the directory.
+
+Several server processes on one database
+----------------------------------------
+Each process polls a cheap change marker every second: the id of the newest event
+in ``events`` that is not a device report (every store change appends one event in
+its own transaction; device reports, stored here, never change views). When the
+marker moves, the process loads the state and *claims* a publication in a short write
+transaction: if the ``settings`` row ``serving_publication`` already names this
+marker, another process published it, and this one reuses its counter value and
+signing time; otherwise it takes the next value of the global counter
+(``settings.metadata_counter``) and records it. Online keys are ed25519 by default,
+whose signatures are deterministic, so every process then serves byte-identical
+files for the same state: a device may hit any of them. The timestamp re-signer
+claims its renewals through the same record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, Engine, bindparam, or_, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from wavesign.shared.canonical import canonical_bytes
+from wavesign.shared.errors import WavesignError
+
+from . import db
+from .device_api import DeviceApp, DeviceDirectory, DeviceEvent, DirectoryError
+from .onlinekeys import OnlineKeys
+from .publish import (
+    DEFAULT_TIMESTAMP_LIFETIME,
+    MetadataFile,
+    PublishedView,
+    PublishError,
+    needs_refresh,
+    publish_views,
+    renew_timestamp,
+    root_files,
+)
+from .rollout import DeviceRef
+from .views import View, ViewState, WaveRecord, select_view
+
+__all__ = [
+    "DEVICE_EVENTS_KIND",
+    "PUBLICATION_KEY",
+    "LoadedState",
+    "Publication",
+    "Serving",
+    "ServingConfig",
+    "ServingError",
+    "assign_views",
+    "load_state",
+    "state_marker",
+    "store_device_events",
+    "write_last_seen",
+]
+
+#: Kind of the ``events`` row one batch of device reports is stored as.
+DEVICE_EVENTS_KIND = "device-events"
+#: ``settings`` key of the current publication record (JSON).
+PUBLICATION_KEY = "serving_publication"
+COUNTER_KEY = "metadata_counter"
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(WavesignError):
+    """Device reports or a publication could not be stored."""
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Timings of the background tasks (the defaults suit production)."""
+
+    poll_interval: float = 1.0
+    flush_interval: float = 5.0
+    timestamp_lifetime: timedelta = DEFAULT_TIMESTAMP_LIFETIME
+    #: Re-sign a timestamp once it expires within this margin.
+    refresh_margin: timedelta = timedelta(hours=6)
+
+    def __post_init__(self) -> None:
+        if self.poll_interval <= 0 or self.flush_interval <= 0:
+            raise ServingError("serving intervals must be above 0 seconds")
+        if not timedelta(0) < self.refresh_margin < self.timestamp_lifetime:
+            raise ServingError(
+                "the timestamp refresh margin must be above 0 and below the timestamp lifetime"
+            )
+
+
+# --- loading (read-only SQL) ------------------------------------------------------------
+
+
+class DeviceRow(NamedTuple):
+    """A device as serving needs it (a tuple: a million of them are built per load)."""
+
+    uuid: str
+    token_sha256: str
+    tag: str
+    group: str | None
+
+
+@dataclass(frozen=True)
+class LoadedState:
+    """Everything views depend on, read in one transaction at change marker ``marker``."""
+
+    marker: int
+    roots: tuple[bytes, ...]
+    view_state: ViewState
+    #: Exact published bytes per (kind, tag, wave): production, wave W, revert R.
+    targets: Mapping[tuple[str, str, str | None], bytes]
+    devices: tuple[DeviceRow, ...]
+
+    def targets_of(self, view: View) -> bytes:
+        return self.targets[(view.kind, view.tag, view.wave)]
+
+
+def state_marker(conn: Connection) -> int:
+    """Id of the newest event that is not a device report (0: none)."""
+    value = conn.execute(
+        select(db.events.c.id)
+        .where(db.events.c.kind != DEVICE_EVENTS_KIND)
+        .order_by(db.events.c.id.desc())
+        .limit(1)
+    ).scalar()
+    return int(value or 0)
+
+
+def load_state(conn: Connection) -> LoadedState:
+    """Read the serving state (call inside one read transaction for a consistent view)."""
+    marker = state_marker(conn)
+    roots = tuple(
+        str(text).encode("utf-8")
+        for text in conn.execute(
+            select(db.roots.c.root_json).order_by(db.roots.c.version)
+        ).scalars()
+    )
+    production: dict[str, int] = {}
+    targets: dict[tuple[str, str, str | None], bytes] = {}
+    for tag_row in conn.execute(
+        select(
+            db.tag_state.c.tag, db.tag_state.c.production_version, db.tag_state.c.production_json
+        ).where(db.tag_state.c.production_json.is_not(None))
+    ):
+        production[tag_row.tag] = int(tag_row.production_version)
+        targets[("production", tag_row.tag, None)] = str(tag_row.production_json).encode()
+
+    live: dict[int, Any] = {}
+    for row in conn.execute(
+        select(
+            db.waves.c.id,
+            db.waves.c.name,
+            db.waves.c.tag,
+            db.waves.c.status,
+            db.waves.c.wave_version,
+            db.waves.c.revert_version,
+            db.waves.c.wave_signed,
+            db.waves.c.revert_signed,
+        ).where(db.waves.c.status.in_(("active", "canceled")), db.waves.c.wave_signed.is_not(None))
+    ):
+        # A canceled wave whose R is not above production can never be selected again.
+        if row.status == "canceled" and row.revert_version <= production.get(row.tag, 0):
+            continue
+        live[row.id] = row
+    group_names = {
+        int(row.id): str(row.name)
+        for row in conn.execute(select(db.device_groups.c.id, db.device_groups.c.name))
+    }
+    uuid_of: dict[int, str] = {}
+    device_rows: list[DeviceRow] = []
+    # fetchall: iterating a result fetches row by row, 3x slower over a million rows.
+    for device_id, uuid, token_sha256, tag, group_id in conn.execute(
+        select(
+            db.devices.c.id,
+            db.devices.c.uuid,
+            db.devices.c.token_sha256,
+            db.devices.c.tag,
+            db.devices.c.group_id,
+        )
+    ).all():
+        uuid_of[device_id] = uuid
+        group = None if group_id is None else group_names.get(group_id)
+        device_rows.append(DeviceRow(uuid, token_sha256, tag, group))
+    members: dict[int, set[str]] = {wave_id: set() for wave_id in live}
+    groups: dict[int, set[str]] = {wave_id: set() for wave_id in live}
+    if live:
+        ids = list(live)
+        for wave_id, device_id in conn.execute(
+            select(db.wave_devices.c.wave_id, db.wave_devices.c.device_id).where(
+                db.wave_devices.c.wave_id.in_(ids)
+            )
+        ).all():
+            uuid = uuid_of.get(device_id)
+            if uuid is not None:
+                members[wave_id].add(uuid)
+        for wave_id, group_id in conn.execute(
+            select(db.rollouts.c.wave_id, db.rollouts.c.group_id).where(
+                db.rollouts.c.wave_id.in_(ids),
+                db.rollouts.c.full_group.is_(True),
+                db.rollouts.c.group_id.is_not(None),
+            )
+        ):
+            groups[wave_id].add(group_names[group_id])
+    records = []
+    for wave_id, row in sorted(live.items()):
+        records.append(
+            WaveRecord(
+                name=row.name,
+                tag=row.tag,
+                status=row.status,
+                version=int(row.wave_version),
+                revert_version=int(row.revert_version),
+                devices=frozenset(members[wave_id]),
+                full_groups=frozenset(groups[wave_id]),
+            )
+        )
+        targets[("wave", row.tag, row.name)] = str(row.wave_signed).encode("utf-8")
+        if row.revert_signed is not None:
+            targets[("revert", row.tag, row.name)] = str(row.revert_signed).encode("utf-8")
+    devices = tuple(device_rows)
+    return LoadedState(
+        marker=marker,
+        roots=roots,
+        view_state=ViewState(production=production, waves=tuple(records)),
+        targets=targets,
+        devices=devices,
+    )
+
+
+def assign_views(devices: Iterable[DeviceRow], state: ViewState) -> dict[str, View | None]:
+    """Each device's view (None: nothing published for its tag yet), by uuid.
+
+    Pure. select_view depends on a device's tag, group and the waves it is recorded in
+    (by uuid), so devices that share all three share the answer: it runs once per such
+    class (a handful), not once per device.
+    """
+    membership: dict[str, tuple[str, ...]] = {}
+    for wave in state.waves:
+        for uuid in wave.devices:
+            membership[uuid] = (*membership.get(uuid, ()), wave.name)
+    by_class: dict[tuple[str, str | None, tuple[str, ...]], View | None] = {}
+    result: dict[str, View | None] = {}
+    for device in devices:
+        key = (device.tag, device.group, membership.get(device.uuid, ()))
+        if key in by_class:
+            result[device.uuid] = by_class[key]
+            continue
+        # Every device of the class gets the same answer: this one stands for them all.
+        view = select_view(DeviceRef(device.uuid, device.tag, device.group), state)
+        chosen = view if view.version is not None else None
+        by_class[key] = result[device.uuid] = chosen
+    return result
+
+
+# --- the publication record (coordinates processes) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Publication:
+    """The views of state ``marker`` are signed at ``version``, at time ``at``; their
+    current timestamps at ``timestamp_version``, at ``timestamp_at``."""
+
+    marker: int
+    version: int
+    at: str
+    timestamp_version: int
+    timestamp_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "marker": self.marker,
+            "version": self.version,
+            "at": self.at,
+            "timestamp_version": self.timestamp_version,
+            "timestamp_at": self.timestamp_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Publication:
+        return cls(
+            marker=int(data["marker"]),
+            version=int(data["version"]),
+            at=str(data["at"]),
+            timestamp_version=int(data["timestamp_version"]),
+            timestamp_at=str(data["timestamp_at"]),
+        )
+
+
+def _read_publication(conn: Connection) -> Publication | None:
+    text = conn.execute(
+        select(db.settings.c.value).where(db.settings.c.key == PUBLICATION_KEY)
+    ).scalar()
+    return None if text is None else Publication.from_dict(json.loads(text))
+
+
+def _next_counter(conn: Connection) -> int:
+    """The next value of the global counter, written in the caller's transaction."""
+    current = conn.execute(
+        select(db.settings.c.value).where(db.settings.c.key == COUNTER_KEY).with_for_update()
+    ).scalar()
+    value = int(current or 0) + 1
+    if current is None:
+        conn.execute(db.settings.insert().values(key=COUNTER_KEY, value=str(value)))
+    else:
+        conn.execute(
+            update(db.settings).where(db.settings.c.key == COUNTER_KEY).values(value=str(value))
+        )
+    return value
+
+
+def _write_publication(conn: Connection, publication: Publication) -> None:
+    text = canonical_bytes(publication.to_dict()).decode("utf-8")
+    exists = conn.execute(
+        select(db.settings.c.key).where(db.settings.c.key == PUBLICATION_KEY)
+    ).first()
+    if exists is None:
+        conn.execute(db.settings.insert().values(key=PUBLICATION_KEY, value=text))
+    else:
+        conn.execute(
+            update(db.settings).where(db.settings.c.key == PUBLICATION_KEY).values(value=text)
+        )
+
+
+# --- writes from the device path -----------------------------------------------------------
+
+
+def store_device_events(engine: Engine, device: str, events: Sequence[DeviceEvent]) -> None:
+    """Store one batch of a device's reports, all or nothing, as one ``events`` row.
+
+    ``install-completed`` sets the device's ``current_target`` (the last one of the
+    batch wins: events are in the order they happened).
+    """
+    installed = [e.target for e in events if e.type == "install-completed"]
+    with engine.begin() as conn:
+        row = conn.execute(select(db.devices.c.id).where(db.devices.c.uuid == device)).first()
+        if row is None:
+            raise ServingError(f"device {device} is not registered")
+        if installed:
+            conn.execute(
+                update(db.devices)
+                .where(db.devices.c.id == row.id)
+                .values(current_target=installed[-1])
+            )
+        conn.execute(
+            db.events.insert().values(
+                at=_utc_text(datetime.now(UTC)),
+                actor=f"device:{device}",
+                kind=DEVICE_EVENTS_KIND,
+                subject=device,
+                detail=canonical_bytes({"events": [e.to_dict() for e in events]}).decode(),
+            )
+        )
+
+
+def write_last_seen(engine: Engine, seen: Mapping[str, datetime]) -> int:
+    """Write when devices were last seen, in one batched UPDATE; returns the row count.
+
+    A time never replaces a later one (another server process may have seen the
+    device more recently and flushed first).
+    """
+    if not seen:
+        return 0
+    rows = [{"u": uuid, "t": _utc_text(at)} for uuid, at in sorted(seen.items())]
+    last_seen = db.devices.c.last_seen
+    statement = (
+        update(db.devices)
+        .where(
+            db.devices.c.uuid == bindparam("u"),
+            or_(last_seen.is_(None), last_seen < bindparam("t")),
+        )
+        .values(last_seen=bindparam("t"))
+    )
+    with engine.begin() as conn:
+        conn.execute(statement, rows)
+    return len(rows)
+
+
+# --- the serving state machine --------------------------------------------------------------
+
+
+@dataclass
+class _Served:
+    marker: int
+    publication: Publication | None
+    views: dict[Hashable, PublishedView] = field(default_factory=dict)
+
+
+class Serving:
+    """Keeps a :class:`DeviceDirectory` in step with the database (one per process)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        keys: OnlineKeys,
+        directory: DeviceDirectory,
+        config: ServingConfig | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.directory = directory
+        self.config = config or ServingConfig()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._served: _Served | None = None
+        self._is_postgres = engine.dialect.name == "postgresql"
+
+    # -- transactions --------------------------------------------------------------------
+    def _read(self) -> Any:
+        options: dict[str, Any] = {"wavesign_read_only": True}
+        if self._is_postgres:
+            # One snapshot for the whole load (PostgreSQL's default gives one per statement).
+            options["isolation_level"] = "REPEATABLE READ"
+        return self.engine.connect().execution_options(**options)
+
+    def _now(self) -> datetime:
+        return self._clock().astimezone(UTC).replace(microsecond=0)
+
+    # -- refresh -------------------------------------------------------------------------
+    @property
+    def served_marker(self) -> int | None:
+        """The change marker of the state being served (None before the first refresh)."""
+        return None if self._served is None else self._served.marker
+
+    @property
+    def publication(self) -> Publication | None:
+        return None if self._served is None else self._served.publication
+
+    def current_marker(self) -> tuple[int, Publication | None]:
+        with self._read() as conn, conn.begin():
+            return state_marker(conn), _read_publication(conn)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Publish and swap if the state changed (or ``force``); True if it swapped.
+
+        Also adopts a timestamp renewal another process made for the same state.
+        """
+        marker, record = self.current_marker()
+        served = self._served
+        if not force and served is not None and served.marker == marker:
+            if (
+                record is not None
+                and served.publication is not None
+                and record.marker == marker
+                and record.version == served.publication.version
+                and record.timestamp_version > served.publication.timestamp_version
+            ):
+                self._apply_renewal(record)
+            return False
+        for _attempt in range(5):
+            with self._read() as conn, conn.begin():
+                state = load_state(conn)
+            publication = None
+            if state.roots:
+                publication = self._claim(state)
+                if publication is None:
+                    continue  # the state moved between the load and the claim: load again
+            if (
+                served is not None
+                and served.marker == state.marker
+                and served.publication == publication
+            ):
+                return False  # already serving exactly this
+            self._swap(state, publication)
+            return True
+        raise ServingError("the database kept changing: could not publish a consistent state")
+
+    def _claim(self, state: LoadedState) -> Publication | None:
+        """The publication for ``state``: an existing one or a new counter value.
+
+        None if the state changed since it was loaded (or the claim lost a race).
+        """
+        try:
+            with self.engine.begin() as conn:
+                # The counter row lock serializes claimers on PostgreSQL; SQLite holds
+                # the write lock from BEGIN IMMEDIATE.
+                conn.execute(
+                    select(db.settings.c.value)
+                    .where(db.settings.c.key == COUNTER_KEY)
+                    .with_for_update()
+                ).scalar()
+                if state_marker(conn) != state.marker:
+                    return None
+                record = _read_publication(conn)
+                if record is not None and record.marker == state.marker:
+                    return record
+                version = _next_counter(conn)
+                at = _utc_text(self._now())
+                record = Publication(state.marker, version, at, version, at)
+                _write_publication(conn, record)
+                return record
+        except (OperationalError, DBAPIError) as exc:
+            log.warning("claiming a publication failed (%s); retrying", type(exc).__name__)
+            return None
+
+    def _swap(self, state: LoadedState, publication: Publication | None) -> None:
+        assignment = assign_views(state.devices, state.view_state)
+        tokens = {device.token_sha256: device.uuid for device in state.devices}
+        views: dict[Hashable, PublishedView] = {}
+        roots: tuple[MetadataFile, ...] = ()
+        if publication is not None:
+            roots = root_files(state.roots)
+            needed = {view for view in assignment.values() if view is not None}
+            views = dict(
+                publish_views(
+                    {view: state.targets_of(view) for view in needed},
+                    roots=roots,
+                    version=publication.version,
+                    snapshot_signer=self.keys.signer("snapshot"),
+                    timestamp_signer=self.keys.signer("timestamp"),
+                    now=_parse_utc(publication.at),
+                    timestamp_lifetime=self.config.timestamp_lifetime,
+                )
+            )
+            if publication.timestamp_version != publication.version:
+                views = {
+                    key: renew_timestamp(
+                        view,
+                        version=publication.timestamp_version,
+                        timestamp_signer=self.keys.signer("timestamp"),
+                        now=_parse_utc(publication.timestamp_at),
+                        timestamp_lifetime=self.config.timestamp_lifetime,
+                    )
+                    for key, view in views.items()
+                }
+        else:
+            assignment = {uuid: None for uuid in assignment}
+        self.directory.replace(tokens=tokens, views=views, view_of=assignment, roots=roots)
+        self._served = _Served(state.marker, publication, views)
+        log.info(
+            "serving %d devices, %d views (state %d, version %s)",
+            len(tokens),
+            len(views),
+            state.marker,
+            None if publication is None else publication.version,
+        )
+
+    # -- timestamps ----------------------------------------------------------------------
+    def _apply_renewal(self, record: Publication) -> None:
+        served = self._served
+        assert served is not None
+        signer = self.keys.signer("timestamp")
+        renewed = {
+            key: renew_timestamp(
+                view,
+                version=record.timestamp_version,
+                timestamp_signer=signer,
+                now=_parse_utc(record.timestamp_at),
+                timestamp_lifetime=self.config.timestamp_lifetime,
+            )
+            for key, view in served.views.items()
+        }
+        for key, view in renewed.items():
+            self.directory.renew(key, view)
+        served.views = renewed
+        served.publication = record
+
+    def renew_if_needed(self) -> bool:
+        """Re-sign every timestamp if any expires within the margin; True if it did."""
+        served = self._served
+        if served is None or served.publication is None or not served.views:
+            return False
+        now = self._now()
+        if not any(
+            needs_refresh(view, now, self.config.refresh_margin) for view in served.views.values()
+        ):
+            return False
+        current = served.publication
+        with self.engine.begin() as conn:
+            conn.execute(
+                select(db.settings.c.value)
+                .where(db.settings.c.key == COUNTER_KEY)
+                .with_for_update()
+            ).scalar()
+            record = _read_publication(conn)
+            if (
+                record is None
+                or record.marker != served.marker
+                or record.version != current.version
+            ):
+                return False  # the state changed: the next refresh publishes it afresh
+            if record.timestamp_version == current.timestamp_version:
+                version = _next_counter(conn)
+                record = Publication(
+                    record.marker, record.version, record.at, version, _utc_text(now)
+                )
+                _write_publication(conn, record)
+        self._apply_renewal(record)
+        return True
+
+    # -- the device path's writes ------------------------------------------------------
+    def store_events(self, device: str, events: list[DeviceEvent]) -> None:
+        """The ``DeviceApp`` sink (runs in a worker thread)."""
+        store_device_events(self.engine, device, events)
+
+    def flush_last_seen(self, seen: Mapping[str, datetime]) -> int:
+        return write_last_seen(self.engine, seen)
+
+    # -- the background loop -------------------------------------------------------------
+    async def run(self, app: DeviceApp) -> None:
+        """Poll the marker, renew timestamps and flush last_seen until cancelled."""
+        loop = asyncio.get_running_loop()
+        last_flush = loop.time()
+        try:
+            while True:
+                await asyncio.sleep(self.config.poll_interval)
+                try:
+                    await asyncio.to_thread(self.refresh)
+                    await asyncio.to_thread(self.renew_if_needed)
+                except (WavesignError, PublishError, DirectoryError, DBAPIError) as exc:
+                    log.error("serving refresh failed: %s", exc)
+                except Exception:  # keep serving the last good state; never die silently
+                    log.exception("serving refresh failed")
+                if loop.time() - last_flush >= self.config.flush_interval:
+                    last_flush = loop.time()
+                    await self._flush(app)
+        finally:
+            await self._flush(app)
+
+    async def _flush(self, app: DeviceApp) -> None:
+        seen = app.drain_last_seen()
+        if not seen:
+            return
+        try:
+            await asyncio.to_thread(self.flush_last_seen, seen)
+        except DBAPIError as exc:
+            log.error("writing last_seen of %d devices failed: %s", len(seen), type(exc).__name__)
