@@ -147,13 +147,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(data_dir: Path, workers: int = 1) -> Iterator[str]:
+def live_server(data_dir: Path, workers: int = 1, engine: str = "uvicorn") -> Iterator[str]:
     """``wavesign server run`` in a subprocess on a free port; yields its base URL."""
     port = free_port()
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [WAVESIGN, "server", "run", "--data", str(data_dir), "--port", str(port),
-         "--workers", str(workers)],
+         "--workers", str(workers), "--server", engine],
         stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
