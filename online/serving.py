@@ -68,6 +68,7 @@ __all__ = [
     "ServingConfig",
     "ServingError",
     "assign_views",
+    "live_wave_rows",
     "load_state",
     "state_marker",
     "store_device_events",
@@ -153,6 +154,29 @@ def state_marker(conn: Connection) -> int:
     return int(value or 0)
 
 
+def live_wave_rows(conn: Connection, production: Mapping[str, int | None]) -> list[Any]:
+    """The waves some devices get a view of: active ones, and canceled ones whose revert R
+    is still above the tag's production version (below it, R can never be selected)."""
+    rows = conn.execute(
+        select(
+            db.waves.c.id,
+            db.waves.c.name,
+            db.waves.c.tag,
+            db.waves.c.status,
+            db.waves.c.version,
+            db.waves.c.wave_version,
+            db.waves.c.revert_version,
+            db.waves.c.wave_signed,
+            db.waves.c.revert_signed,
+        ).where(db.waves.c.status.in_(("active", "canceled")), db.waves.c.wave_signed.is_not(None))
+    ).all()
+    return [
+        row
+        for row in rows
+        if row.status == "active" or row.revert_version > (production.get(row.tag) or 0)
+    ]
+
+
 def load_state(conn: Connection) -> LoadedState:
     """Read the serving state (call inside one read transaction for a consistent view)."""
     marker = state_marker(conn)
@@ -172,23 +196,7 @@ def load_state(conn: Connection) -> LoadedState:
         production[tag_row.tag] = int(tag_row.production_version)
         targets[("production", tag_row.tag, None)] = str(tag_row.production_json).encode()
 
-    live: dict[int, Any] = {}
-    for row in conn.execute(
-        select(
-            db.waves.c.id,
-            db.waves.c.name,
-            db.waves.c.tag,
-            db.waves.c.status,
-            db.waves.c.wave_version,
-            db.waves.c.revert_version,
-            db.waves.c.wave_signed,
-            db.waves.c.revert_signed,
-        ).where(db.waves.c.status.in_(("active", "canceled")), db.waves.c.wave_signed.is_not(None))
-    ):
-        # A canceled wave whose R is not above production can never be selected again.
-        if row.status == "canceled" and row.revert_version <= production.get(row.tag, 0):
-            continue
-        live[row.id] = row
+    live = {int(row.id): row for row in live_wave_rows(conn, production)}
     group_names = {
         int(row.id): str(row.name)
         for row in conn.execute(select(db.device_groups.c.id, db.device_groups.c.name))

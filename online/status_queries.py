@@ -24,6 +24,7 @@ from sqlalchemy.orm import aliased
 from wavesign.shared.errors import WavesignError
 
 from . import db
+from .serving import live_wave_rows
 from .status import (
     DEFAULT_OFFLINE_THRESHOLD_HOURS,
     Bucket,
@@ -107,21 +108,7 @@ def _tag_facts(conn: Connection) -> list[TagFacts]:
 def _live_waves(conn: Connection, production: Mapping[str, int | None]) -> dict[int, LiveWave]:
     """Waves some devices get a view of, by wave id (``serving.load_state``'s rule)."""
     live: dict[int, LiveWave] = {}
-    for row in conn.execute(
-        select(
-            db.waves.c.id,
-            db.waves.c.name,
-            db.waves.c.tag,
-            db.waves.c.status,
-            db.waves.c.version,
-            db.waves.c.wave_version,
-            db.waves.c.revert_version,
-            db.waves.c.wave_signed,
-            db.waves.c.revert_signed,
-        ).where(db.waves.c.status.in_(("active", "canceled")), db.waves.c.wave_signed.is_not(None))
-    ):
-        if row.status == "canceled" and row.revert_version <= (production.get(row.tag) or 0):
-            continue
+    for row in live_wave_rows(conn, production):
         active = row.status == "active"
         signed = _signed(row.wave_signed if active else row.revert_signed)
         live[int(row.id)] = LiveWave(
