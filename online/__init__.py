@@ -1,4 +1,4 @@
 """wavesign.online: the broker and the operator's command-line client.
 
-Imports ``wavesign.shared``; never ``wavesign.offline``.
+Imports ``wavesign.shared`` only: never the appliance half (tests/test_packaging.py checks).
 """
