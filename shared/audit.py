@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from securesystemslib.signer import Key, Signature
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 _MAX_LISTED = 3
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,30 @@ class AuditContext:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def load_once(self, key: str, load: Callable[[], T]) -> T:
+        """Like :meth:`memo` for loads that may fail: the ``EvidenceError`` is kept too,
+        so every check that needs the file reports the same problem without rereading it."""
+
+        def attempt() -> T | EvidenceError:
+            try:
+                return load()
+            except EvidenceError as exc:
+                return exc
+
+        value = self.memo(key, attempt)
+        if isinstance(value, EvidenceError):
+            raise value
+        return cast(T, value)
+
+
+def _read(ctx: AuditContext, path: str) -> bytes:
+    try:
+        return ctx.evidence.read(path)
+    except EvidenceError:
+        raise
+    except WavesignError as exc:
+        raise EvidenceError(str(exc)) from None
+
 
 # --- helpers shared by checks ------------------------------------------------------
 
@@ -273,77 +299,55 @@ class PublishedTargets:
         return digest(self.metadata.signed.to_dict())
 
 
+def _parse(path: str, data: bytes, parse: Callable[[bytes], T]) -> T:
+    try:
+        return parse(data)
+    except WavesignError as exc:
+        raise EvidenceError(f"{path}: {exc}") from None
+
+
 def _targets_file(ctx: AuditContext, pub: Publication) -> PublishedTargets:
     """The published targets file of ``pub``, checked against its record."""
 
-    def load() -> PublishedTargets | EvidenceError:
+    def load() -> PublishedTargets:
         path = publication_path(pub.seq)
-        try:
-            data = ctx.evidence.read(path)
-        except WavesignError as exc:
-            return EvidenceError(str(exc))
+        data = _read(ctx, path)
         if digest_bytes(data) != pub.sha256:
-            return EvidenceError(f"{path} does not match the sha256 of {pub.describe()}")
+            raise EvidenceError(f"{path} does not match the sha256 of {pub.describe()}")
         try:
             md = Metadata[Targets].from_bytes(data)
         except Exception as exc:
-            return EvidenceError(f"{path} is not TUF metadata ({exc})")
+            raise EvidenceError(f"{path} is not TUF metadata ({exc})") from None
         if not isinstance(md.signed, Targets):
-            return EvidenceError(f"{path} holds {md.signed.type} metadata, not targets")
+            raise EvidenceError(f"{path} holds {md.signed.type} metadata, not targets")
         if md.signed.version != pub.version:
-            return EvidenceError(
+            raise EvidenceError(
                 f"{path} is targets v{md.signed.version}, but {pub.describe()} says v{pub.version}"
             )
         return PublishedTargets(pub, data, md)
 
-    value = ctx.memo(f"targets:{pub.seq}", load)
-    if isinstance(value, EvidenceError):
-        raise value
-    result: PublishedTargets = value
-    return result
+    return ctx.load_once(f"targets:{pub.seq}", load)
 
 
 def _request(ctx: AuditContext, request_id: str) -> SigningRequest:
-    def load() -> SigningRequest | EvidenceError:
+    def load() -> SigningRequest:
         path = f"requests/{request_id}.request.json"
-        try:
-            data = ctx.evidence.read(path)
-        except WavesignError as exc:
-            return EvidenceError(str(exc))
-        try:
-            request = SigningRequest.from_bytes(data)
-        except WavesignError as exc:
-            return EvidenceError(f"{path}: {exc}")
+        request = _parse(path, _read(ctx, path), SigningRequest.from_bytes)
         if request.id != request_id:
-            return EvidenceError(f"{path} holds request {request.id!r}")
+            raise EvidenceError(f"{path} holds request {request.id!r}")
         if not all(payload.resolved for payload in request.payloads):
-            return EvidenceError(f"{path} carries a delta payload: requests are exported in full")
+            raise EvidenceError(f"{path} carries a delta payload: requests are exported in full")
         return request
 
-    value = ctx.memo(f"request:{request_id}", load)
-    if isinstance(value, EvidenceError):
-        raise value
-    result: SigningRequest = value
-    return result
+    return ctx.load_once(f"request:{request_id}", load)
 
 
 def _response(ctx: AuditContext, request_id: str) -> SigningResponse:
-    def load() -> SigningResponse | EvidenceError:
+    def load() -> SigningResponse:
         path = f"responses/{request_id}.response.json"
-        try:
-            data = ctx.evidence.read(path)
-        except WavesignError as exc:
-            return EvidenceError(str(exc))
-        try:
-            return SigningResponse.from_bytes(data)
-        except WavesignError as exc:
-            return EvidenceError(f"{path}: {exc}")
+        return _parse(path, _read(ctx, path), SigningResponse.from_bytes)
 
-    value = ctx.memo(f"response:{request_id}", load)
-    if isinstance(value, EvidenceError):
-        raise value
-    result: SigningResponse = value
-    return result
+    return ctx.load_once(f"response:{request_id}", load)
 
 
 def _root_in_force(pubs: Sequence[Publication], pub: Publication) -> int | None:
