@@ -24,7 +24,6 @@ from tests.test_offline_support import (
     run_cli,
     state_of,
     targets_signed,
-    wave_request,
 )
 
 # Each case returns (sign arguments before the output flag, extra env, expected message part).
@@ -92,15 +91,7 @@ def version_rollback(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], st
 def expiry_too_far(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], str]:
     production = rig.production()
     wave = targets_signed({**production["targets"], **new_target("42")}, version=2, days=500)
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        wave,
-        production_payload=production,
-        keyids=[rig.targets_keyid],
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    request = rig.wave_of(wave, production)
     return [str(rig.write_request(request))], {}, "beyond the policy maximum of 400 days"
 
 
@@ -108,16 +99,7 @@ def revert_adds_a_target(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str]
     production = rig.production()
     wave = targets_signed({**production["targets"], **new_target("42")}, version=2)
     revert = targets_signed({**production["targets"], **new_target("43")}, version=3)
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        wave,
-        production_payload=production,
-        keyids=[rig.targets_keyid],
-        revert_signed=revert,
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    request = rig.wave_of(wave, production, revert_signed=revert)
     return [str(rig.write_request(request))], {}, "revert payload adds target 'board0-lmp-43'"
 
 
@@ -126,15 +108,7 @@ def malformed_target(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], st
     added = new_target("42")
     del added["board0-lmp-42"]["custom"]["hardwareIds"]
     wave = targets_signed({**production["targets"], **added}, version=2)
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        wave,
-        production_payload=production,
-        keyids=[rig.targets_keyid],
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    request = rig.wave_of(wave, production)
     return [str(rig.write_request(request))], {}, "target 'board0-lmp-42' has no hardwareIds"
 
 
@@ -143,30 +117,14 @@ def bad_target_hash(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], str
     added = new_target("42")
     added["board0-lmp-42"]["hashes"]["sha256"] = "not-a-digest"
     wave = targets_signed({**production["targets"], **added}, version=2)
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        wave,
-        production_payload=production,
-        keyids=[rig.targets_keyid],
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    request = rig.wave_of(wave, production)
     return [str(rig.write_request(request))], {}, "has no valid sha256"
 
 
 def key_not_held(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], str]:
     production = rig.production()
     wave = targets_signed({**production["targets"], **new_target("42")}, version=2)
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        wave,
-        production_payload=production,
-        keyids=["ab" * 32],
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    request = rig.wave_of(wave, production, keyids=["ab" * 32])
     return [str(rig.write_request(request))], {}, "which this appliance does not hold"
 
 
@@ -228,15 +186,7 @@ def delegation_added(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, str], st
             {"name": "evil", "keyids": [], "threshold": 1, "terminating": False, "paths": ["*"]}
         ],
     }
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        wave,
-        production_payload=production,
-        keyids=[rig.targets_keyid],
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    request = rig.wave_of(wave, production)
     return [str(rig.write_request(request))], {}, "payload wave changes 'delegations'"
 
 
@@ -246,15 +196,7 @@ def target_for_another_tag(rig: Rig, tmp: Path) -> tuple[list[str], dict[str, st
     added = new_target("42")
     added["board0-lmp-42"]["custom"]["tags"] = ["staging"]
     wave = targets_signed({**production["targets"], **added}, version=2)
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        wave,
-        production_payload=production,
-        keyids=[rig.targets_keyid],
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    request = rig.wave_of(wave, production)
     return [str(rig.write_request(request))], {}, "target 'board0-lmp-42' is not tagged"
 
 

@@ -16,12 +16,10 @@ from wavesign.shared.bundles import SigningResponse
 from tests.test_offline_support import (
     make_rig,
     new_target,
-    operator_sign,
     run_cli,
     state_of,
     targets_signed,
     verify_with_tuf,
-    wave_request,
 )
 
 SOFTHSM_LIB = "/usr/lib/softhsm/libsofthsm2.so"
@@ -104,15 +102,8 @@ def test_softhsm_targets_key_signs_a_wave(tmp_path: Path, softhsm: dict[str, str
     assert "private" not in stored.path.read_text().lower()
 
     production = rig.production()
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        targets_signed({**production["targets"], **new_target("42")}, version=2),
-        production_payload=production,
-        keyids=[added["keyid"]],
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    wave = targets_signed({**production["targets"], **new_target("42")}, version=2)
+    request = rig.wave_of(wave, production, keyids=[added["keyid"]])
     path = rig.write_request(request)
     out_file = tmp_path / "response.json"
     code, _, err = run_cli(
@@ -147,15 +138,8 @@ def test_wrong_pin_is_refused_and_nothing_changes(tmp_path: Path, softhsm: dict[
     keyid = json.loads(out)["keyid"]
 
     production = rig.production()
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        targets_signed({**production["targets"], **new_target("42")}, version=2),
-        production_payload=production,
-        keyids=[keyid],
-    )
-    path = rig.write_request(operator_sign(request, rig.operator_home, rig.operator_fpr))
+    wave = targets_signed({**production["targets"], **new_target("42")}, version=2)
+    path = rig.write_request(rig.wave_of(wave, production, keyids=[keyid]))
     before = state_of(rig.appliance.home.root)
     code, _, err = run_cli(
         ["sign", str(path), "--confirm", "v2.0-update", "--out", str(tmp_path / "r.json")],

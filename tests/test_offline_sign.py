@@ -44,15 +44,7 @@ def test_populate_then_wave_over_20_targets_signs_and_verifies_with_tuf(tmp_path
     assert code == 0, err
     # 2. The wave: 1 new target over the 20 production targets, the request as a delta.
     wave_w = targets_signed({**populate_w["targets"], **new_target("42")}, version=3)
-    request = wave_request(
-        "v2.0-update",
-        "production",
-        42,
-        wave_w,
-        production_payload=populate_w,
-        keyids=[rig.targets_keyid],
-    )
-    request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+    request = rig.wave_of(wave_w, populate_w)
     delta = request.with_payloads(
         [p.as_delta_against(populate_w) if p.name == "wave" else p for p in request.payloads]
     )

@@ -260,13 +260,26 @@ class Rig:
             {**production["targets"], **new_target("42")},
             version=version or production["version"] + 1,
         )
+        return self.wave_of(wave_signed, production, wave=wave)
+
+    def wave_of(
+        self,
+        wave_signed: dict[str, Any],
+        production: dict[str, Any],
+        *,
+        wave: str = "v2.0-update",
+        keyids: list[str] | None = None,
+        revert_signed: dict[str, Any] | None = None,
+    ) -> SigningRequest:
+        """An operator-signed wave request carrying exactly ``wave_signed`` over production."""
         request = wave_request(
             wave,
             "production",
             42,
             wave_signed,
             production_payload=production,
-            keyids=[self.targets_keyid],
+            keyids=keyids or [self.targets_keyid],
+            revert_signed=revert_signed,
         )
         return operator_sign(request, self.operator_home, self.operator_fpr)
 
