@@ -483,6 +483,11 @@ def devices_import(ctx: click.Context, csv_file: str, tokens_out: str) -> None:
     """
     if Path(tokens_out).exists():
         raise CLIError(f"{tokens_out} exists already: choose a new file for the tokens")
+    # The tokens exist only in the server's answer: find out now, not after the devices
+    # are registered, that they could not be written.
+    folder = Path(tokens_out).parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise CLIError(f"cannot write the tokens file: {folder} is not a writable folder")
     rows = _read_devices_csv(csv_file)
     issued = _client(ctx).post("/devices", {"devices": rows})
     lines = ["name,uuid,token"] + [f"{d['name']},{d['uuid']},{d['token']}" for d in issued]

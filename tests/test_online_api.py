@@ -237,6 +237,13 @@ def test_devices_import_list_show_move(env: Env) -> None:
                 message="gw-000 is registered already")  # fmt: skip
     assert not again.exists()
 
+    # A tokens file that cannot be written is found before any device is registered.
+    fresh = env.work / "fresh.csv"
+    fresh.write_text(f"name,hardware_id,tag,group\nnew-1,{HW},production,canary\n")
+    nowhere = env.work / "no-such-folder" / "tokens.csv"
+    env.refused("devices", "import", str(fresh), "--tokens-out", str(nowhere),
+                message="is not a writable folder")  # fmt: skip
+
     canary = json.loads(env.ok("devices", "list", "--group", "canary", "--json"))
     assert [d["name"] for d in canary] == ["gw-000", "gw-001", "gw-002"]
     shown = json.loads(env.ok("devices", "show", canary[0]["uuid"], "--json"))
