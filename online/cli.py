@@ -19,20 +19,10 @@ from wavesign.shared.cliutil import main_for
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
 
+from .cli_demo import demo
+from .cli_evidence import evidence
 from .cli_status import fleet, status, wave_status
 from .client import DEFAULT_URL, ApiClient
-
-DEMO_PLAN = """\
-The seed story that `wavesign demo` plays, step by step:
-
-  1. root ceremony: the broker proposes its online keys, the appliance signs root v1
-  2. wave init populate-targets 12 production  -> sign offline -> wave complete
-  3. wave init v2.0-update 42 production       -> sign offline (QR frames)
-     -> wave rollout v2.0-update canary -> status
-     -> wave rollout v2.0-update us-east-1 -> wave complete
-  4. a second wave, rolled out and canceled: the canary keeps its orphan target
-  5. wavesign-audit verify over the evidence export
-"""
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -1022,26 +1012,9 @@ def production_renew(ctx: click.Context, tag: str, expires_days: int, as_json: b
     click.echo(f"request: {result['request_id']}")
 
 
-# -- demo -----------------------------------------------------------------------------------
-@cli.command()
-@click.option(
-    "--out",
-    "out_dir",
-    default="demo-out",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Folder for the demo's artifacts (QR frames, requests, evidence).",
-)
-def demo(out_dir: str) -> None:
-    """Play the seed story end to end on an embedded SQLite broker.
-
-    Until the broker lands this prints the plan of the story.
-    """
-    click.echo(DEMO_PLAN.rstrip())
-    click.echo(f"\n(artifacts will be written to {out_dir}/)")
-
-
 cli.add_command(status)
+cli.add_command(demo)
+cli.add_command(evidence)
 cli.add_command(fleet)
 wave.add_command(wave_status)
 
