@@ -58,7 +58,7 @@ class BrokerApp:
     async def startup(self) -> None:
         # Publish before accepting requests: a device never meets an empty directory.
         try:
-            await asyncio.to_thread(self.serving.refresh, True)
+            await asyncio.to_thread(self.serving.start)
         except WavesignError as exc:
             # The operator API must stay up to fix what is wrong (the loop retries).
             log.error("publishing the device views failed: %s", exc)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.strictjson import FieldReader, JSONInputError, loads_strict
@@ -50,6 +50,7 @@ __all__ = [
     "DeviceEvent",
     "DirectoryError",
     "EventSink",
+    "PreparedDirectory",
     "parse_events",
 ]
 
@@ -252,6 +253,15 @@ def _check_move(device: str, old: PublishedView, new: PublishedView | None) -> N
             )
 
 
+class PreparedDirectory(NamedTuple):
+    """A state built by :meth:`DeviceDirectory.prepare`, not served yet."""
+
+    by_token: dict[str, tuple[str, _Slot]]
+    slots: dict[Hashable, _Slot]
+    #: The table it was checked against: installing over another one is refused.
+    based_on: dict[str, tuple[str, _Slot]]
+
+
 class DeviceDirectory:
     """Who a device token belongs to and which view that device is served (in memory).
 
@@ -264,21 +274,24 @@ class DeviceDirectory:
         self._by_token: dict[str, tuple[str, _Slot]] = {}
         self._slots: dict[Hashable, _Slot] = {}
 
-    def replace(
+    def prepare(
         self,
         *,
         tokens: Mapping[str, str],
         views: Mapping[Hashable, PublishedView],
         view_of: Mapping[str, Hashable | None] | Callable[[str], Hashable | None],
         roots: Sequence[MetadataFile],
-    ) -> None:
-        """Swap in a new state.
+    ) -> PreparedDirectory:
+        """Build (and check) a new state without serving it yet; :meth:`install` swaps it in.
 
         ``tokens`` maps a token's sha256 (hex) to a device key (its uuid), ``views`` a
         view key (e.g. ``views.View``) to its published files, and ``view_of`` a device
         key to its view key (None or absent: nothing published for it yet, only the
-        roots are served). Raises :class:`DirectoryError`, changing nothing, if a device
-        would be shown lower versions than it was (``publish`` module, invariant 3).
+        roots are served). Raises :class:`DirectoryError` if a device would be shown
+        lower versions than it is now (``publish`` module, invariant 3).
+
+        Building is the slow part (a loop over every device token); it is separate so
+        that several server processes can build first and then switch together.
         """
         root_names = [root.name for root in roots]
         for key, view in views.items():
@@ -299,7 +312,25 @@ class DeviceDirectory:
             if before is not None:
                 _check_move(device, before, slot.view)
             by_token[token_sha256] = (device, slot)
-        self._by_token, self._slots = by_token, slots
+        return PreparedDirectory(by_token, slots, self._by_token)
+
+    def install(self, prepared: PreparedDirectory) -> None:
+        """Serve a prepared state (a swap of whole tables: requests see the old state or
+        the new one, never a mix)."""
+        if prepared.based_on is not self._by_token:
+            raise DirectoryError("the directory changed since this state was prepared")
+        self._by_token, self._slots = prepared.by_token, prepared.slots
+
+    def replace(
+        self,
+        *,
+        tokens: Mapping[str, str],
+        views: Mapping[Hashable, PublishedView],
+        view_of: Mapping[str, Hashable | None] | Callable[[str], Hashable | None],
+        roots: Sequence[MetadataFile],
+    ) -> None:
+        """Prepare and install a new state at once (see :meth:`prepare`)."""
+        self.install(self.prepare(tokens=tokens, views=views, view_of=view_of, roots=roots))
 
     def renew(self, key: Hashable, view: PublishedView) -> None:
         """Serve ``view`` (a renewed timestamp, same snapshot) to every device of ``key``."""

@@ -33,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -44,7 +46,13 @@ from wavesign.shared.canonical import canonical_bytes
 from wavesign.shared.errors import WavesignError
 
 from . import db
-from .device_api import DeviceApp, DeviceDirectory, DeviceEvent, DirectoryError
+from .device_api import (
+    DeviceApp,
+    DeviceDirectory,
+    DeviceEvent,
+    DirectoryError,
+    PreparedDirectory,
+)
 from .onlinekeys import OnlineKeys
 from .publish import (
     DEFAULT_TIMESTAMP_LIFETIME,
@@ -80,6 +88,8 @@ DEVICE_EVENTS_KIND = "device-events"
 #: ``settings`` key of the current publication record (JSON).
 PUBLICATION_KEY = "serving_publication"
 COUNTER_KEY = "metadata_counter"
+#: ``settings`` key prefix of each server process's heartbeat (JSON).
+NODE_PREFIX = "serving_node:"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 log = logging.getLogger(__name__)
@@ -106,9 +116,11 @@ class ServingConfig:
     timestamp_lifetime: timedelta = DEFAULT_TIMESTAMP_LIFETIME
     #: Re-sign a timestamp once it expires within this margin.
     refresh_margin: timedelta = timedelta(hours=6)
+    #: Seconds after which a silent server process no longer holds back a switch.
+    node_timeout: float = 15.0
 
     def __post_init__(self) -> None:
-        if self.poll_interval <= 0 or self.flush_interval <= 0:
+        if self.poll_interval <= 0 or self.flush_interval <= 0 or self.node_timeout <= 0:
             raise ServingError("serving intervals must be above 0 seconds")
         if not timedelta(0) < self.refresh_margin < self.timestamp_lifetime:
             raise ServingError(
@@ -300,6 +312,14 @@ class Publication:
     at: str
     timestamp_version: int
     timestamp_at: str
+    #: When every server process switches to it (Unix time in milliseconds); None
+    #: while some live process is still preparing it.
+    serve_at_ms: int | None = None
+
+    @property
+    def generation(self) -> int:
+        """What processes agree on: a fresh counter value per publication or renewal."""
+        return self.timestamp_version
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -308,17 +328,24 @@ class Publication:
             "at": self.at,
             "timestamp_version": self.timestamp_version,
             "timestamp_at": self.timestamp_at,
+            "serve_at_ms": self.serve_at_ms,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Publication:
+        serve_at = data.get("serve_at_ms")
         return cls(
             marker=int(data["marker"]),
             version=int(data["version"]),
             at=str(data["at"]),
             timestamp_version=int(data["timestamp_version"]),
             timestamp_at=str(data["timestamp_at"]),
+            serve_at_ms=None if serve_at is None else int(serve_at),
         )
+
+    def committed(self) -> bool:
+        """A switch time is set: no process may claim a newer publication before it."""
+        return self.serve_at_ms is not None
 
 
 def _read_publication(conn: Connection) -> Publication | None:
@@ -344,16 +371,7 @@ def _next_counter(conn: Connection) -> int:
 
 
 def _write_publication(conn: Connection, publication: Publication) -> None:
-    text = canonical_bytes(publication.to_dict()).decode("utf-8")
-    exists = conn.execute(
-        select(db.settings.c.key).where(db.settings.c.key == PUBLICATION_KEY)
-    ).first()
-    if exists is None:
-        conn.execute(db.settings.insert().values(key=PUBLICATION_KEY, value=text))
-    else:
-        conn.execute(
-            update(db.settings).where(db.settings.c.key == PUBLICATION_KEY).values(value=text)
-        )
+    _upsert_setting(conn, PUBLICATION_KEY, canonical_bytes(publication.to_dict()).decode("utf-8"))
 
 
 # --- writes from the device path -----------------------------------------------------------
@@ -410,6 +428,47 @@ def write_last_seen(engine: Engine, seen: Mapping[str, datetime]) -> int:
     return len(rows)
 
 
+# --- server processes (coordinates the switch to a new publication) -------------------------
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _upsert_setting(conn: Connection, key: str, value: str) -> None:
+    exists = conn.execute(select(db.settings.c.key).where(db.settings.c.key == key)).first()
+    if exists is None:
+        conn.execute(db.settings.insert().values(key=key, value=value))
+    else:
+        conn.execute(update(db.settings).where(db.settings.c.key == key).values(value=value))
+
+
+def _write_node(conn: Connection, node: str, seen_ms: int, ready: int) -> None:
+    _upsert_setting(conn, NODE_PREFIX + node, json.dumps({"seen_ms": seen_ms, "ready": ready}))
+
+
+def _live_nodes(conn: Connection, now_ms: int, timeout_ms: int) -> dict[str, int]:
+    """The generation each process heard from within ``timeout_ms`` is ready to serve.
+
+    Rows of processes silent for a hundred timeouts (killed, never left) are deleted.
+    """
+    live, gone = {}, []
+    for key, value in conn.execute(
+        select(db.settings.c.key, db.settings.c.value).where(
+            db.settings.c.key.like(NODE_PREFIX + "%")
+        )
+    ):
+        node = json.loads(value)
+        silent_ms = now_ms - int(node["seen_ms"])
+        if silent_ms <= timeout_ms:
+            live[str(key).removeprefix(NODE_PREFIX)] = int(node["ready"])
+        elif silent_ms > 100 * timeout_ms:
+            gone.append(key)
+    if gone:
+        conn.execute(db.settings.delete().where(db.settings.c.key.in_(gone)))
+    return live
+
+
 # --- the serving state machine --------------------------------------------------------------
 
 
@@ -420,8 +479,39 @@ class _Served:
     views: dict[Hashable, PublishedView] = field(default_factory=dict)
 
 
+@dataclass
+class _Pending(_Served):
+    """A publication prepared (signed, directory built) but not served yet."""
+
+    prepared: PreparedDirectory | None = None
+    #: Kept to rebuild the directory if a renewal arrives before the switch.
+    inputs: tuple[Mapping[str, str], Mapping[str, View | None], tuple[MetadataFile, ...]] = (
+        {},
+        {},
+        (),
+    )
+
+
+class _Wait:
+    """A claim must wait: another publication's switch is due first."""
+
+
+_WAIT = _Wait()
+
+
 class Serving:
-    """Keeps a :class:`DeviceDirectory` in step with the database (one per process)."""
+    """Keeps a :class:`DeviceDirectory` in step with the database (one per process).
+
+    A device may poll any server process (or worker) of one database, so they must
+    never disagree in a way it could notice: once one serves a publication, none may
+    still serve an older one. They therefore switch *together*: each prepares the
+    new publication (the slow part: signing, building the token table), says so in
+    its ``settings`` row ``serving_node:ID`` (a heartbeat, written every poll), and the
+    last one ready sets a switch time ``serve_at_ms`` a couple of polls ahead, by which
+    every process has seen it. Until that time passes nobody claims a newer
+    publication. A process unheard of for ``node_timeout`` no longer holds the others
+    back; a lone process switches at once.
+    """
 
     def __init__(
         self,
@@ -435,8 +525,10 @@ class Serving:
         self.keys = keys
         self.directory = directory
         self.config = config or ServingConfig()
+        self.node_id = secrets.token_hex(8)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._served: _Served | None = None
+        self._pending: _Pending | None = None
         self._is_postgres = engine.dialect.name == "postgresql"
 
     # -- transactions --------------------------------------------------------------------
@@ -450,10 +542,23 @@ class Serving:
     def _now(self) -> datetime:
         return self._clock().astimezone(UTC).replace(microsecond=0)
 
-    # -- refresh -------------------------------------------------------------------------
+    def _lock_counter(self, conn: Connection) -> None:
+        # The counter row lock serializes claimers on PostgreSQL; SQLite holds the
+        # write lock from BEGIN IMMEDIATE.
+        conn.execute(
+            select(db.settings.c.value).where(db.settings.c.key == COUNTER_KEY).with_for_update()
+        ).scalar()
+
+    @property
+    def _switch_delay_ms(self) -> int:
+        # Every process polls once per interval: two intervals and a margin let each
+        # see the switch time before it comes.
+        return int(2000 * self.config.poll_interval) + 250
+
+    # -- what is served ------------------------------------------------------------------
     @property
     def served_marker(self) -> int | None:
-        """The change marker of the state being served (None before the first refresh)."""
+        """The change marker of the state being served (None before the first switch)."""
         return None if self._served is None else self._served.marker
 
     @property
@@ -464,60 +569,111 @@ class Serving:
         with self._read() as conn, conn.begin():
             return state_marker(conn), _read_publication(conn)
 
-    def refresh(self, force: bool = False) -> bool:
-        """Publish and swap if the state changed (or ``force``); True if it swapped.
+    # -- the process registry ------------------------------------------------------------
+    def _ready_generation(self) -> int:
+        current = self._pending or self._served
+        if current is None or current.publication is None:
+            return 0
+        return current.publication.generation
 
-        Also adopts a timestamp renewal another process made for the same state.
-        """
+    def heartbeat(self) -> None:
+        """Tell the other processes this one is alive and what it is ready to serve."""
+        with self.engine.begin() as conn:
+            _write_node(conn, self.node_id, _now_ms(), self._ready_generation())
+
+    def leave(self) -> None:
+        """Stop holding the other processes back (at shutdown)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                db.settings.delete().where(db.settings.c.key == NODE_PREFIX + self.node_id)
+            )
+
+    # -- refresh -------------------------------------------------------------------------
+    def refresh(self, force: bool = False) -> bool:
+        """Prepare the newest publication, and switch to it when every live process is
+        ready; True if it switched."""
+        # A due switch first: a promised publication is served, never skipped (another
+        # process may serve it already).
+        switched = self.switch_if_due()
+        self._prepare(force)
+        return self.switch_if_due() or switched
+
+    def start(self) -> None:
+        """The first publication of this process, before it accepts requests."""
+        self.heartbeat()
+        deadline = time.monotonic() + 2 * self.config.node_timeout + 10
+        self.refresh(force=True)
+        while self._served is None and time.monotonic() < deadline:
+            time.sleep(self.seconds_to_next_step())
+            self.heartbeat()
+            self.refresh()
+        if self._served is None:
+            raise ServingError("no publication became ready to serve: see the log of every server")
+
+    def seconds_to_next_step(self) -> float:
+        """Until the next poll, or sooner if a switch is due before it."""
+        delay = self.config.poll_interval
+        pending = self._pending
+        if pending is not None and pending.publication is not None:
+            serve_at = pending.publication.serve_at_ms
+            if serve_at is not None:
+                delay = min(delay, max(0.0, (serve_at - _now_ms()) / 1000))
+        return delay
+
+    def _prepare(self, force: bool) -> None:
         marker, record = self.current_marker()
-        served = self._served
-        if not force and served is not None and served.marker == marker:
+        basis = self._pending or self._served
+        if not force and basis is not None and basis.marker == marker:
             if (
                 record is not None
-                and served.publication is not None
+                and basis.publication is not None
                 and record.marker == marker
-                and record.version == served.publication.version
-                and record.timestamp_version > served.publication.timestamp_version
+                and record.version == basis.publication.version
+                and record.generation > basis.publication.generation
             ):
-                self._apply_renewal(record)
-            return False
+                self._pending = self._renewal(basis, record)
+            return
         for _attempt in range(5):
             with self._read() as conn, conn.begin():
                 state = load_state(conn)
             publication = None
             if state.roots:
-                publication = self._claim(state)
-                if publication is None:
+                claimed = self._claim(state)
+                if claimed is _WAIT:
+                    return  # keep what is pending; claim after the due switch
+                if not isinstance(claimed, Publication):
                     continue  # the state moved between the load and the claim: load again
+                publication = claimed
+            served = self._served
             if (
                 served is not None
                 and served.marker == state.marker
-                and served.publication == publication
+                and _same_generation(served.publication, publication)
             ):
-                return False  # already serving exactly this
-            self._swap(state, publication)
-            return True
+                self._pending = None  # already serving exactly this
+                return
+            self._pending = self._prepare_swap(state, publication)
+            return
         raise ServingError("the database kept changing: could not publish a consistent state")
 
-    def _claim(self, state: LoadedState) -> Publication | None:
+    def _claim(self, state: LoadedState) -> Publication | _Wait | None:
         """The publication for ``state``: an existing one or a new counter value.
 
-        None if the state changed since it was loaded (or the claim lost a race).
+        None if the state changed since it was loaded (or the claim lost a race);
+        ``_WAIT`` if another publication's switch is due first.
         """
         try:
             with self.engine.begin() as conn:
-                # The counter row lock serializes claimers on PostgreSQL; SQLite holds
-                # the write lock from BEGIN IMMEDIATE.
-                conn.execute(
-                    select(db.settings.c.value)
-                    .where(db.settings.c.key == COUNTER_KEY)
-                    .with_for_update()
-                ).scalar()
+                self._lock_counter(conn)
                 if state_marker(conn) != state.marker:
                     return None
                 record = _read_publication(conn)
                 if record is not None and record.marker == state.marker:
                     return record
+                # A committed switch is a promise to every process: wait for it. An
+                # uncommitted record is served by nobody: a newer state supersedes it.
+                if record is not None and record.committed() and not _switched(record):
+                    return _WAIT
                 version = _next_counter(conn)
                 at = _utc_text(self._now())
                 record = Publication(state.marker, version, at, version, at)
@@ -527,7 +683,7 @@ class Serving:
             log.warning("claiming a publication failed (%s); retrying", type(exc).__name__)
             return None
 
-    def _swap(self, state: LoadedState, publication: Publication | None) -> None:
+    def _prepare_swap(self, state: LoadedState, publication: Publication | None) -> _Pending:
         assignment = assign_views(state.devices, state.view_state)
         tokens = {device.token_sha256: device.uuid for device in state.devices}
         views: dict[Hashable, PublishedView] = {}
@@ -547,34 +703,19 @@ class Serving:
                 )
             )
             if publication.timestamp_version != publication.version:
-                views = {
-                    key: renew_timestamp(
-                        view,
-                        version=publication.timestamp_version,
-                        timestamp_signer=self.keys.signer("timestamp"),
-                        now=_parse_utc(publication.timestamp_at),
-                        timestamp_lifetime=self.config.timestamp_lifetime,
-                    )
-                    for key, view in views.items()
-                }
+                views = self._renewed(views, publication)
         else:
             assignment = {uuid: None for uuid in assignment}
-        self.directory.replace(tokens=tokens, views=views, view_of=assignment, roots=roots)
-        self._served = _Served(state.marker, publication, views)
-        log.info(
-            "serving %d devices, %d views (state %d, version %s)",
-            len(tokens),
-            len(views),
-            state.marker,
-            None if publication is None else publication.version,
+        prepared = self.directory.prepare(
+            tokens=tokens, views=views, view_of=assignment, roots=roots
         )
+        return _Pending(state.marker, publication, views, prepared, (tokens, assignment, roots))
 
-    # -- timestamps ----------------------------------------------------------------------
-    def _apply_renewal(self, record: Publication) -> None:
-        served = self._served
-        assert served is not None
+    def _renewed(
+        self, views: Mapping[Hashable, PublishedView], record: Publication
+    ) -> dict[Hashable, PublishedView]:
         signer = self.keys.signer("timestamp")
-        renewed = {
+        return {
             key: renew_timestamp(
                 view,
                 version=record.timestamp_version,
@@ -582,17 +723,97 @@ class Serving:
                 now=_parse_utc(record.timestamp_at),
                 timestamp_lifetime=self.config.timestamp_lifetime,
             )
-            for key, view in served.views.items()
+            for key, view in views.items()
         }
-        for key, view in renewed.items():
-            self.directory.renew(key, view)
-        served.views = renewed
-        served.publication = record
 
+    def _renewal(self, basis: _Served, record: Publication) -> _Pending:
+        """``basis`` (served or pending) with its timestamps renewed as ``record`` says."""
+        views = self._renewed(basis.views, record)
+        if isinstance(basis, _Pending):
+            # Not served yet: rebuild its directory around the renewed views.
+            tokens, assignment, roots = basis.inputs
+            prepared = self.directory.prepare(
+                tokens=tokens, views=views, view_of=assignment, roots=roots
+            )
+            return _Pending(basis.marker, record, views, prepared, basis.inputs)
+        return _Pending(basis.marker, record, views)
+
+    # -- the switch ------------------------------------------------------------------------
+    def switch_if_due(self) -> bool:
+        """Serve what is pending once every live process is ready and its time came."""
+        pending = self._pending
+        if pending is None:
+            return False
+        publication = pending.publication
+        if publication is not None:
+            if publication.serve_at_ms is None:
+                committed = self._commit(publication)
+                if committed is None:
+                    return False
+                pending.publication = publication = committed
+            assert publication.serve_at_ms is not None
+            late_ms = _now_ms() - publication.serve_at_ms
+            if late_ms < 0:
+                return False
+            if late_ms > 1000 * self.config.poll_interval:
+                log.warning(
+                    "switched to publication %d %.1f s late: a device polling several "
+                    "servers may have met an older one meanwhile",
+                    publication.generation,
+                    late_ms / 1000,
+                )
+        self._install(pending)
+        return True
+
+    def _commit(self, publication: Publication) -> Publication | None:
+        """Set the switch time of ``publication`` if every live process is ready for it
+        (or return the one another process set); None while some are not."""
+        with self.engine.begin() as conn:
+            self._lock_counter(conn)
+            record = _read_publication(conn)
+            if record is None or record.generation != publication.generation:
+                return None  # superseded: the next refresh prepares the newer one
+            if record.committed():
+                return record
+            now = _now_ms()
+            _write_node(conn, self.node_id, now, publication.generation)
+            live = _live_nodes(conn, now, int(1000 * self.config.node_timeout))
+            if any(ready < publication.generation for ready in live.values()):
+                return None
+            delay = self._switch_delay_ms if len(live) > 1 else 0
+            record = replace(record, serve_at_ms=now + delay)
+            _write_publication(conn, record)
+            return record
+
+    def _install(self, pending: _Pending) -> None:
+        if pending.prepared is not None:
+            self.directory.install(pending.prepared)
+        else:  # a renewal of what is served
+            for key, view in pending.views.items():
+                self.directory.renew(key, view)
+        self._served = _Served(pending.marker, pending.publication, pending.views)
+        self._pending = None
+        publication = pending.publication
+        log.info(
+            "serving %d devices, %d views (state %d, version %s, timestamp %s)",
+            len(self.directory),
+            len(pending.views),
+            pending.marker,
+            None if publication is None else publication.version,
+            None if publication is None else publication.timestamp_version,
+        )
+
+    # -- timestamps ----------------------------------------------------------------------
     def renew_if_needed(self) -> bool:
-        """Re-sign every timestamp if any expires within the margin; True if it did."""
+        """Claim a renewal of every timestamp if any expires within the margin; True if it
+        claimed one (it is served once every live process is ready, like a publication)."""
         served = self._served
-        if served is None or served.publication is None or not served.views:
+        if (
+            self._pending is not None
+            or served is None
+            or served.publication is None
+            or not served.views
+        ):
             return False
         now = self._now()
         if not any(
@@ -601,26 +822,30 @@ class Serving:
             return False
         current = served.publication
         with self.engine.begin() as conn:
-            conn.execute(
-                select(db.settings.c.value)
-                .where(db.settings.c.key == COUNTER_KEY)
-                .with_for_update()
-            ).scalar()
+            self._lock_counter(conn)
             record = _read_publication(conn)
             if (
                 record is None
                 or record.marker != served.marker
                 or record.version != current.version
+                or not _switched(record)
             ):
-                return False  # the state changed: the next refresh publishes it afresh
-            if record.timestamp_version == current.timestamp_version:
+                return False  # the state changed, or a switch is due: look again next poll
+            if record.generation == current.generation:
                 version = _next_counter(conn)
                 record = Publication(
                     record.marker, record.version, record.at, version, _utc_text(now)
                 )
                 _write_publication(conn, record)
-        self._apply_renewal(record)
+        self._pending = self._renewal(served, record)
+        self.switch_if_due()
         return True
+
+    def step(self) -> None:
+        """One poll: heartbeat, prepare what changed, switch when due, renew timestamps."""
+        self.heartbeat()
+        self.refresh()
+        self.renew_if_needed()
 
     # -- the device path's writes ------------------------------------------------------
     def store_events(self, device: str, events: list[DeviceEvent]) -> None:
@@ -632,15 +857,14 @@ class Serving:
 
     # -- the background loop -------------------------------------------------------------
     async def run(self, app: DeviceApp) -> None:
-        """Poll the marker, renew timestamps and flush last_seen until cancelled."""
+        """Poll the marker, switch, renew timestamps and flush last_seen until cancelled."""
         loop = asyncio.get_running_loop()
         last_flush = loop.time()
         try:
             while True:
-                await asyncio.sleep(self.config.poll_interval)
+                await asyncio.sleep(self.seconds_to_next_step())
                 try:
-                    await asyncio.to_thread(self.refresh)
-                    await asyncio.to_thread(self.renew_if_needed)
+                    await asyncio.to_thread(self.step)
                 except (WavesignError, PublishError, DirectoryError, DBAPIError) as exc:
                     log.error("serving refresh failed: %s", exc)
                 except Exception:  # keep serving the last good state; never die silently
@@ -650,6 +874,10 @@ class Serving:
                     await self._flush(app)
         finally:
             await self._flush(app)
+            try:
+                await asyncio.to_thread(self.leave)
+            except DBAPIError as exc:
+                log.error("leaving the server registry failed: %s", type(exc).__name__)
 
     async def _flush(self, app: DeviceApp) -> None:
         seen = app.drain_last_seen()
@@ -659,3 +887,14 @@ class Serving:
             await asyncio.to_thread(self.flush_last_seen, seen)
         except DBAPIError as exc:
             log.error("writing last_seen of %d devices failed: %s", len(seen), type(exc).__name__)
+
+
+def _same_generation(one: Publication | None, other: Publication | None) -> bool:
+    if one is None or other is None:
+        return one is other
+    return one.version == other.version and one.generation == other.generation
+
+
+def _switched(record: Publication) -> bool:
+    """Every live process serves ``record`` by now (its switch time has passed)."""
+    return record.serve_at_ms is not None and record.serve_at_ms <= _now_ms()
