@@ -463,16 +463,17 @@ def trusted_versions(fleet: Fleet, name: str) -> tuple[int, int, int]:
 
 
 class Alternating:
-    """Devices that poll the two servers in turn, never waiting for them to agree."""
+    """Devices that poll the servers in turn, never waiting for them to agree, and check
+    that the versions each device trusts never go down."""
 
-    def __init__(self, fleet: Fleet, urls: tuple[str, str]) -> None:
+    def __init__(self, fleet: Fleet, urls: tuple[str, ...]) -> None:
         self.fleet = fleet
         self.urls = urls
         self.polls = 0
         self.seen: dict[str, tuple[int, int, int]] = {}
 
     def poll(self, name: str, install: bool = True) -> PollResult:
-        url = self.urls[self.polls % 2]
+        url = self.urls[self.polls % len(self.urls)]
         self.polls += 1
         # Any TUF error (a rollback included) raises here and fails the test.
         result = self.fleet.poll(url, name, install=install)
