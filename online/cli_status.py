@@ -10,16 +10,30 @@ Register them on the main group::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
 
 from .client import ApiClient
+from .fleet_poll import (
+    FULL_VERIFY_LIMIT,
+    LightDevice,
+    SimulatedDevice,
+    choose_mode,
+    poll_full,
+    poll_light,
+    wait_until_served,
+)
 from .status import DEFAULT_OFFLINE_THRESHOLD_HOURS
 
 __all__ = ["fleet", "parse_group_shares", "split_counts", "status", "wave_status"]
@@ -158,6 +172,48 @@ def fleet() -> None:
     default=None,
     help="Write name,uuid,token CSV here (0600); otherwise tokens are discarded.",
 )
+@click.option(
+    "--polls",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Rounds of polls after registering (0: register only).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between two rounds of polls.",
+)
+@click.option(
+    "--verify",
+    type=click.Choice(["auto", "full", "light"]),
+    default="auto",
+    show_default=True,
+    help="full: each device is an ngclient agent that verifies everything; light: a load "
+    f"generator that verifies nothing; auto: full up to {FULL_VERIFY_LIMIT} devices.",
+)
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder of the devices' TUF state (full mode; default: a temporary folder).",
+)
+@click.option(
+    "--trusted-root",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The root the devices pin (full mode; default: the broker's 1.root.json, "
+    "trusted on first use).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Devices polled at once (default: 8 full, 64 light).",
+)
 @click.pass_context
 def simulate(
     ctx: click.Context,
@@ -167,8 +223,19 @@ def simulate(
     hardware_id: str,
     prefix: str,
     tokens_out: str | None,
+    polls: int,
+    interval: float,
+    verify: str,
+    state_dir: str | None,
+    trusted_root: str | None,
+    concurrency: int | None,
 ) -> None:
-    """Register COUNT devices of TAG spread over groups (created if missing).
+    """Register COUNT devices of TAG spread over groups (created if missing), then poll.
+
+    Up to 300 devices, every device is the reference agent (python-tuf ngclient) with
+    its own state folder, and installs what its view offers; above that a lightweight
+    poller fetches the same files and reports the same events, verifying nothing.
+    Progress goes to stderr; a summary line per round to stdout.
 
     \b
     Example:
@@ -190,13 +257,73 @@ def simulate(
             if group is not None:
                 spec["group"] = group
             specs.append(spec)
-    lines: list[str] = []
-    for start in range(0, len(specs), _BATCH):
-        issued = client.post("/devices", {"devices": specs[start : start + _BATCH]})
-        lines += [f"{d['name']},{d['uuid']},{d['token']}" for d in issued]
+    issued: list[dict[str, Any]] = []
+    with _progress() as progress:
+        task = progress.add_task("registering", total=len(specs))
+        for start in range(0, len(specs), _BATCH):
+            issued += client.post("/devices", {"devices": specs[start : start + _BATCH]})
+            progress.update(task, completed=len(issued))
     if tokens_out is not None:
+        lines = [f"{d['name']},{d['uuid']},{d['token']}" for d in issued]
         atomic_write(
             Path(tokens_out), ("\n".join(["name,uuid,token", *lines]) + "\n").encode(), mode=0o600
         )
     summary = ", ".join(f"{g or '(no group)'}: {n}" for g, n in split_counts(count, shares))
-    click.echo(f"registered {len(lines)} devices on tag {tag} ({summary})")
+    click.echo(f"registered {len(issued)} devices on tag {tag} ({summary})")
+    if polls == 0:
+        return
+    devices = [SimulatedDevice(d["name"], d["uuid"], d["token"], hardware_id, tag) for d in issued]
+    mode = choose_mode(len(devices), verify)
+    root = Path(trusted_root).read_bytes() if trusted_root is not None else None
+    if mode == "full" and root is None:
+        click.echo("warning: the devices trust the broker's 1.root.json on first use", err=True)
+    wait_until_served(client.url, devices[-1])
+    with contextlib.ExitStack() as stack:
+        folder = (
+            Path(state_dir)
+            if state_dir
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wavesign-fleet-")))
+        )
+        lights = [LightDevice(device) for device in devices]
+        failed = False
+        for round_number in range(1, polls + 1):
+            if round_number > 1:
+                time.sleep(interval)
+            with _progress() as progress:
+                task = progress.add_task(
+                    f"poll {round_number}/{polls} ({mode})", total=len(devices)
+                )
+
+                def done() -> None:
+                    progress.advance(task)  # noqa: B023 (called within this round)
+
+                if mode == "full":
+                    report = poll_full(
+                        client.url,
+                        devices,
+                        folder,
+                        bootstrap_root=root,
+                        workers=concurrency or 8,
+                        on_done=done,
+                    )
+                else:
+                    report = poll_light(
+                        client.url, lights, concurrency=concurrency or 64, on_done=done
+                    )
+            click.echo(f"round {round_number}: {report.summary()}")
+            for error in report.errors[:5]:
+                click.echo(f"warning: {error}", err=True)
+            failed = failed or bool(report.errors)
+    if failed:
+        raise SimulateError("some devices failed to poll (see the warnings above)")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )

@@ -35,7 +35,7 @@ from wavesign.online.status_api import status_router
 from wavesign.online.status_queries import StatusError, fleet_status
 from wavesign.online.status_queries import wave_status as query_wave
 
-from tests.test_serving import FAST, Fleet, served, target
+from tests.test_serving import FAST, HW, Fleet, served, target
 
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
 T12, T42, T50 = "hw-lmp-12", "hw-lmp-42", "hw-lmp-50"
@@ -287,7 +287,8 @@ def test_status_commands_over_the_api(fleet_: Fleet) -> None:
         simulated = runner.invoke(
             root,
             ["fleet", "simulate", "--devices", "20", "--groups", "canary:5%,eu:50%",
-             "--tag", "beta", "--hardware-id", "hw", "--tokens-out", str(fleet_.data / "t.csv")],
+             "--tag", "beta", "--hardware-id", "hw", "--tokens-out", str(fleet_.data / "t.csv"),
+             "--polls", "0"],
             env=env,
         )  # fmt: skip
         assert simulated.exit_code == 0, simulated.output
@@ -298,6 +299,28 @@ def test_status_commands_over_the_api(fleet_: Fleet) -> None:
         after = runner.invoke(root, ["status", "--json"], env=env)
         beta = [r for r in json.loads(after.output)["tags"] if r["tag"] == "beta"]
         assert [(r["devices"], r["latest_target"]) for r in beta] == [(20, None)]
+
+        # Polling: ngclient devices (full), then the lightweight poller, on production.
+        root_file = fleet_.data / "pinned-root.json"
+        root_file.write_bytes(fleet_.root)
+        for verify, prefix in (("full", "ng"), ("light", "lw")):
+            polled = runner.invoke(
+                root,
+                ["fleet", "simulate", "--devices", "4", "--groups", "eu:50%", "--tag",
+                 "production", "--hardware-id", HW, "--prefix", prefix, "--verify", verify,
+                 "--polls", "2", "--interval", "0", "--trusted-root", str(root_file)],
+                env=env,
+            )  # fmt: skip
+            assert polled.exit_code == 0, polled.output
+            lines = [line for line in polled.output.splitlines() if line.startswith("round")]
+            assert lines == [
+                f"round 1: polled 4 devices: 4 updated; running: 4 on {target(12)}",
+                f"round 2: polled 4 devices: 0 updated; running: 4 on {target(12)}",
+            ], polled.output
+        reported = {d["name"]: d["current_target"] for d in fleet_.store.list_devices()}
+        simulated_names = [n for n in reported if n.startswith(("ng-", "lw-"))]
+        assert len(simulated_names) == 8
+        assert all(reported[n] == target(12) for n in simulated_names)
 
 
 def test_group_shares_parse_and_split() -> None:
