@@ -103,6 +103,11 @@ class Fleet:
         response = offline_response(self.store.request_bytes(request_id), [self.offline])
         self.store.import_response("op", response)
 
+    def populate(self, version: int = 12) -> None:
+        """The first wave, completed at once: build ``version`` becomes production."""
+        self.wave(f"populate-{version}", version)
+        self.store.complete_wave("op", f"populate-{version}")
+
     def marker(self) -> int:
         with self.store.read() as conn:
             return state_marker(conn)

@@ -96,8 +96,7 @@ def test_a_targets_file_short_of_its_offline_signature_is_never_served(
     tmp_path: Path, ed25519_signers: list[CryptoSigner]
 ) -> None:
     fleet = Fleet(tmp_path / "data", ed25519_signers)
-    fleet.wave("populate-12", 12)
-    fleet.store.complete_wave("op", "populate-12")
+    fleet.populate()
     app = build(fleet)
     with served(app) as url:
         devices = Alternating(fleet, (url,))

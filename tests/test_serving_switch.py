@@ -47,8 +47,7 @@ def test_processes_switch_together_and_never_serve_apart(
     tmp_path: Path, ed25519_signers: list[CryptoSigner]
 ) -> None:
     fleet = Fleet(tmp_path / "data", ed25519_signers)
-    fleet.wave("populate-12", 12)
-    fleet.store.complete_wave("op", "populate-12")
+    fleet.populate()
     a, b = process(fleet), process(fleet)
     a.start()  # alone: switches at once
     b.start()  # joins: adopts what a serves
@@ -93,15 +92,20 @@ def test_processes_switch_together_and_never_serve_apart(
     assert served_timestamp(b, fleet) == third
 
 
+def two_processes(fleet: Fleet) -> tuple[Serving, Serving]:
+    """Two processes over a populated store, both serving its first publication."""
+    fleet.populate()
+    a, b = process(fleet), process(fleet)
+    a.start()
+    b.start()
+    return a, b
+
+
 def test_a_silent_process_holds_the_switch_back_only_until_its_timeout(
     tmp_path: Path, ed25519_signers: list[CryptoSigner]
 ) -> None:
     fleet = Fleet(tmp_path / "data", ed25519_signers)
-    fleet.wave("populate-12", 12)
-    fleet.store.complete_wave("op", "populate-12")
-    a, silent = process(fleet), process(fleet)
-    a.start()
-    silent.start()
+    a, _silent = two_processes(fleet)
     before = served_timestamp(a, fleet)
 
     fleet.wave("w42", 42)
@@ -118,11 +122,7 @@ def test_a_process_that_leaves_no_longer_holds_the_switch_back(
     tmp_path: Path, ed25519_signers: list[CryptoSigner]
 ) -> None:
     fleet = Fleet(tmp_path / "data", ed25519_signers)
-    fleet.wave("populate-12", 12)
-    fleet.store.complete_wave("op", "populate-12")
-    a, b = process(fleet), process(fleet)
-    a.start()
-    b.start()
+    a, b = two_processes(fleet)
     before = served_timestamp(a, fleet)
     b.leave()  # a clean shutdown
     fleet.wave("w42", 42)
