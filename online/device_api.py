@@ -303,6 +303,8 @@ class DeviceDirectory:
         # Keyed by device, not token: a device whose token was replaced keeps its history.
         served_before = {device: slot.view for device, slot in self._by_token.values()}
         by_token: dict[str, tuple[str, _Slot]] = {}
+        # A million devices share a handful of views: check each (old, new) pair once.
+        checked: set[tuple[int, int]] = set()
         for token_sha256, device in tokens.items():
             key = lookup(device)
             slot = no_view if key is None else slots.get(key)
@@ -310,7 +312,10 @@ class DeviceDirectory:
                 raise DirectoryError(f"device {device} is assigned view {key}, not published")
             before = served_before.get(device)
             if before is not None:
-                _check_move(device, before, slot.view)
+                move = (id(before), id(slot.view))
+                if move not in checked:
+                    _check_move(device, before, slot.view)
+                    checked.add(move)
             by_token[token_sha256] = (device, slot)
         return PreparedDirectory(by_token, slots, self._by_token)
 

@@ -89,7 +89,7 @@ DEVICE_EVENTS_KIND = "device-events"
 PUBLICATION_KEY = "serving_publication"
 COUNTER_KEY = "metadata_counter"
 #: ``settings`` key prefix of each server process's heartbeat (JSON).
-NODE_PREFIX = "serving_node:"
+NODE_PREFIX = db.HEARTBEAT_PREFIX
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 log = logging.getLogger(__name__)
@@ -215,8 +215,9 @@ def load_state(conn: Connection) -> LoadedState:
     }
     uuid_of: dict[int, str] = {}
     device_rows: list[DeviceRow] = []
-    # fetchall: iterating a result fetches row by row, 3x slower over a million rows.
-    for device_id, uuid, token_sha256, tag, group_id in conn.execute(
+    # The DB-API cursor's own fetchall: plain tuples of str and int, without
+    # SQLAlchemy's Row objects (a third of the load over a million devices).
+    result = conn.execute(
         select(
             db.devices.c.id,
             db.devices.c.uuid,
@@ -224,10 +225,14 @@ def load_state(conn: Connection) -> LoadedState:
             db.devices.c.tag,
             db.devices.c.group_id,
         )
-    ).all():
+    )
+    rows = result.cursor.fetchall() if result.cursor is not None else result.all()
+    new_row = DeviceRow._make
+    for device_id, uuid, token_sha256, tag, group_id in rows:
         uuid_of[device_id] = uuid
         group = None if group_id is None else group_names.get(group_id)
-        device_rows.append(DeviceRow(uuid, token_sha256, tag, group))
+        device_rows.append(new_row((uuid, token_sha256, tag, group)))
+    result.close()
     members: dict[int, set[str]] = {wave_id: set() for wave_id in live}
     groups: dict[int, set[str]] = {wave_id: set() for wave_id in live}
     if live:
