@@ -39,6 +39,9 @@ settings = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+#: Keys of ``settings`` rows that are server heartbeats (``online/serving.py``): they
+#: change every second and say nothing about the store's state.
+HEARTBEAT_PREFIX = "serving_node:"
 
 #: API tokens of people and scripts. Only the sha256 of a token is stored.
 tokens = Table(
@@ -210,6 +213,45 @@ events = Table(
     Column("kind", String(64), nullable=False),
     Column("subject", String(500), nullable=False),
     Column("detail", Text, nullable=False),  # canonical JSON
+    # Position in the transparency log (RFC 9162 leaf index, from 0). NULL for device
+    # reports: they are stored here but are not broker decisions, so not logged.
+    Column("leaf_index", Integer, nullable=True),
+    Index("ux_events_leaf_index", "leaf_index", unique=True),
+)
+
+#: Signed tree heads of the transparency log, one per committed change (append-only).
+tree_heads = Table(
+    "tree_heads",
+    metadata,
+    Column("size", Integer, primary_key=True, autoincrement=False),
+    Column("root_hash", String(64), nullable=False),
+    Column("timestamp", String(20), nullable=False),
+    # The signed head {"signed": {...}, "signatures": [...]}, canonical JSON.
+    Column("head_json", Text, nullable=False),
+)
+
+#: The exact bytes of every file made visible to devices, by publication number (the
+#: ``published`` event in ``events`` is the record; this keeps the bytes after the
+#: production file of a tag is replaced).
+published_files = Table(
+    "published_files",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("leaf_index", Integer, nullable=False, unique=True),
+    Column("sha256", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+#: GnuPG public keys the broker trusts: operators (request signatures) and security
+#: officers (response attestations). Exported to auditors as keys/*.asc.
+gpg_keys = Table(
+    "gpg_keys",
+    metadata,
+    Column("fingerprint", String(40), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("armored", Text, nullable=False),
+    Column("created_at", String(20), nullable=False),
+    Column("created_by", String(200), nullable=False),
 )
 
 ALL_TABLES = [t.name for t in metadata.sorted_tables]

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from wavesign.shared.errors import WavesignError
 
 from .datadir import DataDir
+from .log_api import log_router
 from .onlinekeys import OnlineKeys
 from .status_api import status_router
 from .store import (
@@ -314,6 +315,14 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
         """The request as canonical JSON bytes, for `requests export` (deltas unless full)."""
         return Response(store.request_bytes(request_id, full), media_type="application/json")
 
+    @api.post("/requests/{request_id}/export")
+    def export_request(request_id: str, who: Writer, full: bool = False) -> Response:
+        """The request bundle for the appliance (deltas unless ``full``), logged as
+        ``request-exported`` with the sha256 of the exact bytes handed out. Only a
+        pending request can be exported."""
+        data = store.export_request(who.name, request_id, full)
+        return Response(data, media_type="application/json")
+
     @api.post("/requests/{request_id}/operator-signature")
     def sign_request(
         request_id: str, who: Writer, signature: Annotated[str, Body(embed=True)]
@@ -331,6 +340,7 @@ def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:
 
     app.include_router(api)
     app.include_router(status_router)
+    app.include_router(log_router)
     return app
 
 

@@ -23,12 +23,14 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+from securesystemslib.signer import Signer
 from sqlalchemy import Connection, Engine, Integer, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from wavesign.shared.canonical import canonical_bytes
 from wavesign.shared.errors import WavesignError
 
 from . import db
+from .eventlog import LogEntry, PublicationDraft, append_to_log
 from .targets_input import TargetsInputError, ci_version_of, validate_entry
 
 __all__ = [
@@ -117,13 +119,18 @@ def _json(value: Any) -> str:
 
 @dataclass
 class Change:
-    """The open transaction of one change and the event it will append."""
+    """The open transaction of one change and the event(s) it will append.
+
+    ``publications`` are files the change makes visible to devices: each is logged
+    as a ``published`` event right after the change's own event.
+    """
 
     conn: Connection
     actor: str
     kind: str
     subject: str
     detail: dict[str, Any] = field(default_factory=dict)
+    publications: list[PublicationDraft] = field(default_factory=list)
 
 
 class StoreBase:
@@ -156,21 +163,24 @@ class StoreBase:
         return str(revision)
 
     # -- transactions -------------------------------------------------------------
+    def log_signer(self) -> Signer | None:
+        """The key that signs the transparency log's tree heads (None: heads unsigned)."""
+        return None
+
     @contextmanager
     def change(self, actor: str, kind: str, subject: str) -> Iterator[Change]:
-        """One transaction; on success appends the event ``kind`` and commits."""
+        """One transaction; on success appends the event ``kind`` (and the change's
+        publications) to the transparency log, signs the new tree head, and commits."""
         try:
             with self.engine.begin() as conn:
                 ch = Change(conn, actor, kind, subject)
                 yield ch
-                conn.execute(
-                    db.events.insert().values(
-                        at=utcnow(),
-                        actor=actor,
-                        kind=ch.kind,
-                        subject=ch.subject,
-                        detail=_json(ch.detail),
-                    )
+                entries = [LogEntry(ch.kind, ch.subject, ch.detail)]
+                entries += [
+                    LogEntry("published", draft.subject(), {}, draft) for draft in ch.publications
+                ]
+                append_to_log(
+                    conn, at=utcnow(), actor=actor, entries=entries, signer=self.log_signer()
                 )
         except IntegrityError:
             # A concurrent change got there first (a unique name, the one open wave per
@@ -200,11 +210,15 @@ class StoreBase:
             return [dict(row, detail=json.loads(row["detail"])) for row in rows]
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row of every table, ordered: what refusal tests compare."""
+        """Every row of every table, ordered: what refusal tests compare (without the
+        servers' heartbeats)."""
         result: dict[str, list[tuple[Any, ...]]] = {}
         with self.read() as conn:
             for table in db.metadata.sorted_tables:
-                rows = conn.execute(select(table)).all()
+                query = select(table)
+                if table is db.settings:
+                    query = query.where(~db.settings.c.key.startswith(db.HEARTBEAT_PREFIX))
+                rows = conn.execute(query).all()
                 result[table.name] = sorted((tuple(r) for r in rows), key=repr)
         return result
 

@@ -23,6 +23,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from securesystemslib.signer import Signer
 from sqlalchemy import Connection, Engine, Integer, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from tuf.api.metadata import Metadata, Root
@@ -39,8 +40,11 @@ from wavesign.shared.rootchain import verify_root_update
 
 from . import db, planning
 from . import rollout as rollout_rules
+from .eventlog import PublicationDraft
+from .gpgtrust import GPG_ROLES, fingerprints_of, verify_by_role
 from .onlinekeys import OnlineKeys
 from .store import (
+    Change,
     ConflictError,
     InvalidInputError,
     NotFoundError,
@@ -73,6 +77,92 @@ class WaveStore(Store):
     def __init__(self, url: str, engine: Engine | None = None, keys: OnlineKeys | None = None):
         super().__init__(url, engine)
         self.keys = keys
+
+    def log_signer(self) -> Signer | None:
+        """Tree heads are signed with the online timestamp key: a key every root names,
+        so an auditor anchors the log key in the verified root chain."""
+        return None if self.keys is None else self.keys.signer("timestamp")
+
+    # -- publications (what devices are shown; logged as `published` events) ----------
+    @staticmethod
+    def _publish_targets(
+        ch: Change,
+        *,
+        body: str,
+        version: int,
+        request: str,
+        payload: str,
+        view: str,
+        tag: str,
+        wave: str | None,
+    ) -> None:
+        root_version = ch.conn.execute(select(func.max(db.roots.c.version))).scalar()
+        if root_version is None:
+            raise StateError("no root yet: nothing can be published before the root ceremony")
+        ch.publications.append(
+            PublicationDraft(
+                "targets", body, version, request, payload, view, tag, wave, int(root_version)
+            )
+        )
+
+    # -- GnuPG keys of operators and officers -------------------------------------------
+    def add_gpg_key(self, actor: str, role: str, armored: str) -> dict[str, Any]:
+        """Trust a GnuPG public key for ``role`` (operator or officer).
+
+        From then on, signatures of that role must verify with a registered key of it
+        (requests: the operator's signature; responses: the officer's attestation).
+        """
+        if role not in GPG_ROLES:
+            raise InvalidInputError(f"role {role!r} is not one of {', '.join(GPG_ROLES)}")
+        try:
+            fingerprints = fingerprints_of(armored)
+        except WavesignError as exc:
+            raise InvalidInputError(str(exc)) from None
+        if len(fingerprints) != 1:
+            raise InvalidInputError(
+                f"the file holds {len(fingerprints)} keys: register one key at a time"
+            )
+        fingerprint = fingerprints[0]
+        with self.change(actor, "gpg-key-added", fingerprint) as ch:
+            existing = ch.conn.execute(
+                select(db.gpg_keys.c.role).where(db.gpg_keys.c.fingerprint == fingerprint)
+            ).scalar()
+            if existing is not None:
+                raise ConflictError(f"GnuPG key {fingerprint} is registered already ({existing})")
+            ch.conn.execute(
+                db.gpg_keys.insert().values(
+                    fingerprint=fingerprint,
+                    role=role,
+                    armored=armored,
+                    created_at=utcnow(),
+                    created_by=actor,
+                )
+            )
+            ch.detail = {"role": role}
+        return {"fingerprint": fingerprint, "role": role}
+
+    def gpg_keys(self, role: str | None = None) -> list[dict[str, Any]]:
+        with self.read() as conn:
+            return self._gpg_keys(conn, role)
+
+    @staticmethod
+    def _gpg_keys(conn: Connection, role: str | None) -> list[dict[str, Any]]:
+        query = select(db.gpg_keys).order_by(db.gpg_keys.c.created_at, db.gpg_keys.c.fingerprint)
+        if role is not None:
+            query = query.where(db.gpg_keys.c.role == role)
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+    def _verify_gpg(self, role: str, data: bytes, signature: str | None, what: str) -> None:
+        """If keys of ``role`` are registered, ``signature`` must verify with one of them."""
+        keys = [key["armored"] for key in self.gpg_keys(role)]
+        if not keys:
+            return
+        if signature is None:
+            raise InvalidInputError(f"{what} carries no {role} GnuPG signature")
+        try:
+            verify_by_role(role, keys, data, signature)
+        except WavesignError as exc:
+            raise InvalidInputError(f"{what}: {exc}") from None
 
     # -- roots ----------------------------------------------------------------------
     def latest_root(self, conn: Connection) -> Metadata[Root] | None:
@@ -107,6 +197,13 @@ class WaveStore(Store):
                 )
             )
             ch.detail = {"version": new.signed.version, "sha256": sha256, "restored": True}
+            # A restored root came from no ceremony of this broker: its publication names
+            # no request the evidence holds, and an audit says so.
+            ch.publications.append(
+                PublicationDraft(
+                    "root", text, new.signed.version, f"restored-root-v{new.signed.version}", "root"
+                )
+            )
         return new.signed.version
 
     def propose_root(
@@ -593,6 +690,7 @@ class WaveStore(Store):
                     "devices": result["devices"],
                     "full_group": result["full_group"],
                 }
+                self._publish_on_first_rollout(ch, name)
         except _DryRun as dry:
             return dry.result
         return result
@@ -694,6 +792,33 @@ class WaveStore(Store):
             )
         return result
 
+    @staticmethod
+    def _rollout_count(conn: Connection, wave_id: int) -> int:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(db.rollouts)
+                .where(db.rollouts.c.wave_id == wave_id)
+            ).scalar()
+            or 0
+        )
+
+    def _publish_on_first_rollout(self, ch: Change, name: str) -> None:
+        """The first rollout makes W visible in the wave view (later ones show the same
+        file to more devices, and devices joining a rolled-out group see it too)."""
+        wave = self._wave_row(ch.conn, name)
+        if self._rollout_count(ch.conn, wave.id) == 1:
+            self._publish_targets(
+                ch,
+                body=wave.wave_signed,
+                version=wave.wave_version,
+                request=wave.request_id,
+                payload="wave",
+                view="wave",
+                tag=wave.tag,
+                wave=name,
+            )
+
     def _device_refs(
         self, conn: Connection, on_tag: list[Any], uuids: list[str] | None
     ) -> tuple[list[rollout_rules.DeviceRef], dict[str, int]]:
@@ -755,6 +880,18 @@ class WaveStore(Store):
                 .values(status="canceled", finished_at=utcnow(), finished_by=actor)
             )
             ch.detail = {"was": wave.status, "revert_sha256": wave.revert_sha256}
+            if wave.revert_signed and self._rollout_count(ch.conn, wave.id):
+                # The devices that were shown W now see R (the revert view).
+                self._publish_targets(
+                    ch,
+                    body=wave.revert_signed,
+                    version=wave.revert_version,
+                    request=wave.request_id,
+                    payload="revert",
+                    view="revert",
+                    tag=wave.tag,
+                    wave=name,
+                )
         return self.show_wave(name)
 
     def complete_wave(self, actor: str, name: str) -> dict[str, Any]:
@@ -787,6 +924,17 @@ class WaveStore(Store):
                 .values(status="complete", finished_at=utcnow(), finished_by=actor)
             )
             ch.detail = {"tag": wave.tag, "production_sha256": wave.wave_sha256}
+            # W's exact bytes, re-published as the tag's production targets.
+            self._publish_targets(
+                ch,
+                body=wave.wave_signed,
+                version=wave.wave_version,
+                request=wave.request_id,
+                payload="wave",
+                view="production",
+                tag=wave.tag,
+                wave=name,
+            )
         return self.show_wave(name)
 
     # -- signing requests -----------------------------------------------------------
@@ -883,6 +1031,17 @@ class WaveStore(Store):
         ]
         return request.with_payloads(payloads).to_bytes()
 
+    def export_request(self, actor: str, request_id: str, full: bool = False) -> bytes:
+        """The request bytes as exported (see :meth:`request_bytes`), logged as
+        ``request-exported`` with their sha256: the log records what crossed the gap."""
+        data = self.request_bytes(request_id, full)
+        with self.change(actor, "request-exported", request_id) as ch:
+            row = self._request_row(ch.conn, request_id)
+            if row.status != "pending":
+                raise StateError(f"request {request_id} is {row.status}: nothing to export")
+            ch.detail = {"full": full, "sha256": digest_bytes(data)}
+        return data
+
     def attach_operator_signature(
         self, actor: str, request_id: str, signature: str
     ) -> dict[str, Any]:
@@ -897,6 +1056,16 @@ class WaveStore(Store):
             raw = b""
         if not raw or len(raw) > 16 * 1024:
             raise InvalidInputError("the operator signature must be a base64 GnuPG signature")
+        with self.read() as conn:
+            unsigned = SigningRequest.from_bytes(
+                str(self._request_row(conn, request_id).request_json).encode("utf-8")
+            )
+        self._verify_gpg(
+            "operator",
+            unsigned.signing_bytes(),
+            signature,
+            f"the operator signature of request {request_id}",
+        )
         with self.change(actor, "request-operator-signed", request_id) as ch:
             row = self._request_row(ch.conn, request_id)
             if row.status != "pending":
@@ -941,6 +1110,12 @@ class WaveStore(Store):
                     "message": f"this response for request {row.id} was imported already: "
                     "nothing changed",
                 }
+        self._verify_gpg(
+            "officer",
+            response.signing_bytes(),
+            response.attestation,
+            f"the response to request {row.id} (officer attestation)",
+        )
         with self.change(actor, "signatures-imported", response.request_sha256) as ch:
             conn = ch.conn
             row = conn.execute(
@@ -959,8 +1134,23 @@ class WaveStore(Store):
             request = SigningRequest.from_bytes(row.request_json.encode())
             if row.purpose == "root":
                 result = self._import_root(conn, row, request, response)
+                ch.publications.append(
+                    PublicationDraft("root", result.pop("_text"), result["version"], row.id, "root")
+                )
             else:
                 result = self._import_targets(conn, row, request, response)
+                renewed = result.pop("_published", None)
+                if renewed is not None:
+                    self._publish_targets(
+                        ch,
+                        body=renewed,
+                        version=result["version"],
+                        request=row.id,
+                        payload="renew",
+                        view="production",
+                        tag=result["tag"],
+                        wave=None,
+                    )
             conn.execute(
                 db.signing_requests.update()
                 .where(db.signing_requests.c.id == row.id)
@@ -1047,6 +1237,7 @@ class WaveStore(Store):
         )
         expires = document["signed"]["expires"]
         return {
+            "_published": _json(document),
             "request_id": row.id,
             "purpose": "renew",
             "tag": tag,
@@ -1080,6 +1271,7 @@ class WaveStore(Store):
             )
         )
         return {
+            "_text": text,
             "request_id": row.id,
             "purpose": "root",
             "version": new.signed.version,

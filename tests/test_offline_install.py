@@ -14,6 +14,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from tests.evidence_builder import build_evidence
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_SIDE = {"fastapi", "uvicorn", "sqlalchemy", "httpx", "starlette", "alembic", "psycopg"}
@@ -25,7 +28,9 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
-def test_offline_bundle_installs_without_network_and_runs(tmp_path: Path) -> None:
+def test_offline_bundle_installs_without_network_and_runs(
+    tmp_path: Path, operator_gpg: Any, officer_gpg: Any
+) -> None:
     bundle = tmp_path / "offline-bundle"
     built = run(sys.executable, ROOT / "scripts" / "build_offline_bundle.py", "--out", bundle)
     assert built.returncode == 0, built.stderr[-3000:]
@@ -67,3 +72,14 @@ def test_offline_bundle_installs_without_network_and_runs(tmp_path: Path) -> Non
     # The broker's modules ship in the distribution, but their server packages do not.
     server = run(venv / "bin" / "python", "-c", "import wavesign.online.server")
     assert server.returncode != 0 and "ModuleNotFoundError" in server.stderr
+
+    # Auditors use offline machines: the installed auditor verifies an evidence export
+    # (built with real keys and GnuPG by tests/evidence_builder.py) and its journal.
+    built = build_evidence(tmp_path / "audit", operator_gpg, officer_gpg)
+    audited = run(
+        venv / "bin" / "wavesign-audit", "verify", built.folder,
+        "--offline-journal", built.journal, "--trusted-root", built.trusted_root, "--json",
+    )  # fmt: skip
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    checks = json.loads(audited.stdout)
+    assert len(checks) == 9 and all(check["ok"] for check in checks), checks

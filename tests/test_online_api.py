@@ -124,7 +124,7 @@ def test_server_init_files_and_refusal_of_a_second_init(env: Env) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {env.data} is initialized already"
     migrate = run_cli("server", "migrate", "--data", str(env.data))
-    assert migrate.returncode == 0 and "revision 0002" in migrate.stdout
+    assert migrate.returncode == 0 and "revision 0003" in migrate.stdout
 
 
 def test_openapi_is_served_under_the_api_prefix(env: Env) -> None:

@@ -104,7 +104,7 @@ def _check_concurrent_rollouts(store: WaveStore, url: str) -> None:
 def test_postgres_migrations_create_the_declared_schema(pg_cluster: PgCluster) -> None:
     store = WaveStore(pg_cluster.new_database())
     try:
-        assert store.migrate() == "0002"
+        assert store.migrate() == "0003"
         with store.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
     finally:
