@@ -165,20 +165,23 @@ def server_migrate(data_dir: str | None) -> None:
 @click.option(
     "--server",
     "engine",
-    type=click.Choice(["uvicorn", "granian"]),
-    default="uvicorn",
+    type=click.Choice(["granian", "uvicorn"]),
+    default="granian",
     show_default=True,
-    help="HTTP server. granian answers device polls about twice as fast (docs/performance.md).",
+    help="HTTP server. granian answers device polls about twice as fast as uvicorn "
+    "(docs/performance.md).",
 )
 def server_run(data_dir: str | None, host: str, port: int, workers: int, engine: str) -> None:
     """Serve the operator API and the device repository.
 
     Several workers need PostgreSQL, or share one SQLite file (one writer at a time).
+    Workers (and several servers on one database) switch to each new publication
+    together, so a device may poll any of them.
 
     \b
     Example:
       wavesign server run --data /srv/wavesign --host 0.0.0.0 --port 8700 --workers 4
-      wavesign server run --data /srv/wavesign --server granian
+      wavesign server run --data /srv/wavesign --server uvicorn
     """
     from .datadir import DataDir
 
@@ -847,8 +850,9 @@ def requests_export(
         raise click.UsageError("choose --out FILE, --qr-png DIR, --qr-html FILE or --qr-terminal")
     client = _client(ctx)
     _operator_sign(client, request_id)
+    # POST, not GET: the broker logs what crossed the air gap (``request-exported``).
     data = client.request(
-        "GET", f"/requests/{request_id}/bundle", params={"full": full or None}, raw=True
+        "POST", f"/requests/{request_id}/export", params={"full": full or None}, raw=True
     )
     if out:
         atomic_write(out, data + b"\n", mode=0o644)

@@ -147,13 +147,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(data_dir: Path, workers: int = 1, engine: str = "uvicorn") -> Iterator[str]:
-    """``wavesign server run`` in a subprocess on a free port; yields its base URL."""
+def live_server(data_dir: Path, workers: int = 1, engine: str | None = None) -> Iterator[str]:
+    """``wavesign server run`` in a subprocess on a free port; yields its base URL.
+
+    ``engine``: ``--server`` (None: the default server, as operators run it)."""
     port = free_port()
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [WAVESIGN, "server", "run", "--data", str(data_dir), "--port", str(port),
-         "--workers", str(workers), "--server", engine],
+         "--workers", str(workers), *(["--server", engine] if engine else [])],
         stdout=log,
         stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -1,4 +1,7 @@
-"""`wavesign server run --server granian` serves the operator API and the device routes."""
+"""`wavesign server run --server uvicorn` serves the operator API and the device routes.
+
+granian, the default server, runs every other live-server test.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ import httpx
 from tests.online_support import live_server, run_cli
 
 
-def test_granian_serves_the_operator_api_and_the_device_repository(tmp_path: Path) -> None:
+def test_uvicorn_serves_the_operator_api_and_the_device_repository(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert run_cli("server", "init", "--data", str(data), "--factory", "acme").returncode == 0
     admin = (data / "admin.token").read_text().strip()
-    with live_server(data, engine="granian") as url:
+    with live_server(data, engine="uvicorn") as url:
         tokens = run_cli("tokens", "list", "--json", url=url, token=admin)
         assert tokens.returncode == 0, tokens.stderr
         assert isinstance(json.loads(tokens.stdout), list)
