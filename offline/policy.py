@@ -9,7 +9,7 @@ refuses on the first reason, ``review`` shows them all.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "check_versions",
     "evaluate",
     "parse_expires",
+    "warn_missing_production",
 ]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -193,6 +194,27 @@ def check_production_base(
             f"but that payload has version {production.get('version')}"
         ]
     return []
+
+
+def warn_missing_production(request: SigningRequest, signed_versions: Sequence[int]) -> list[str]:
+    """Warnings (not refusals) for a targets request that names no production although
+    this appliance signed targets for the tag before.
+
+    Not a refusal: a first wave that was canceled leaves signed versions in the journal
+    while the tag still has no production, and the next first wave looks exactly like
+    this. But after a *completed* wave it means the broker hides the production it
+    replaces, so the officer must know.
+    """
+    if request.purpose.kind == "root" or request.context.production_sha256 is not None:
+        return []
+    if not signed_versions:
+        return []
+    versions = ", ".join(str(v) for v in sorted(set(signed_versions)))
+    return [
+        f"the request says tag {request.purpose.tag} has no production targets, but this "
+        f"appliance signed targets for it before (versions {versions}): unless every earlier "
+        "wave of the tag was canceled, the broker is hiding the production it replaces"
+    ]
 
 
 def check_keys_held(payloads: Iterable[Payload], held: Mapping[str, frozenset[str]]) -> list[str]:

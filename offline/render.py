@@ -90,6 +90,7 @@ def render_review(review: Review, *, raw: bool = False) -> str:
         lines.append(f"  {payload}: {keyid}")
     lines.append(f"request digest: {group_digest(review.request_sha256)}")
     lines.append(f"to sign, type: {review.confirmation}")
+    lines += [_red(f"WARNING: {warning}") for warning in review.warnings]
     if review.reasons:
         lines.append(_red("REFUSED:"))
         lines += [_red(f"  - {reason}") for reason in review.reasons]

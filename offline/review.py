@@ -22,7 +22,7 @@ from wavesign.shared.gpg import GpgError
 
 from .appliance import Appliance
 from .ceremony import build_root, check_root_proposal, root_signing_keyids
-from .policy import PolicyInput, evaluate, parse_expires
+from .policy import PolicyInput, evaluate, parse_expires, warn_missing_production
 
 __all__ = [
     "OperatorCheck",
@@ -152,6 +152,8 @@ class Review:
     previous_root: dict[str, Any] | None = None
     reasons: tuple[str, ...] = ()
     root_keys_added: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: What the officer must weigh before confirming; unlike reasons, not a refusal.
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -167,6 +169,7 @@ class Review:
         data: dict[str, Any] = {
             "ok": self.ok,
             "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
             "request_id": self.request.id,
             "factory": self.request.factory,
             "created": self.request.created,
@@ -372,4 +375,5 @@ def review_request(
         previous_root=previous_root,
         reasons=tuple(dict.fromkeys(reasons)),
         root_keys_added=keys_added,
+        warnings=tuple(warn_missing_production(request, signed_versions)),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,8 +15,11 @@ from wavesign.offline.policy import (
     check_target_entries,
     check_unchanged_fields,
     check_versions,
+    warn_missing_production,
 )
-from wavesign.shared.bundles import Payload
+from wavesign.shared.bundles import Context, Payload
+
+from tests.bundle_builders import ci_target, wave_request
 
 NOW = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -127,3 +131,22 @@ def test_already_signed_needs_again() -> None:
     assert check_already_signed(True, False)
     assert check_already_signed(True, True) == []
     assert check_already_signed(False, False) == []
+
+
+def test_a_first_wave_after_signed_ones_is_signable_but_warned() -> None:
+    with_production, _base = wave_request(
+        {"t-12": ci_target("t-12", 12, "rpi4")}, {"t-42": ci_target("t-42", 42, "rpi4")},
+        version=5,
+    )  # fmt: skip
+    claims_none = dataclasses.replace(
+        with_production, context=Context(root_version=1, production_version=None,
+                                         production_sha256=None)
+    )  # fmt: skip
+    assert warn_missing_production(with_production, [1, 2, 3]) == []
+    assert warn_missing_production(claims_none, []) == []  # a real first wave
+    [warning] = warn_missing_production(claims_none, [3, 1, 2, 3])
+    assert warning == (
+        "the request says tag production has no production targets, but this appliance "
+        "signed targets for it before (versions 1, 2, 3): unless every earlier wave of the "
+        "tag was canceled, the broker is hiding the production it replaces"
+    )

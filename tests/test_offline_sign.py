@@ -212,3 +212,37 @@ def test_renewal_signs_same_content_at_higher_version(tmp_path: Path) -> None:
         key.public,
         rig.online_targets,
     )
+
+
+def test_a_second_first_wave_of_a_tag_is_reviewed_with_a_warning(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+
+    def first_wave(name: str, version: int) -> Path:
+        signed = targets_signed(production_targets(3, "12"), version=version)
+        request = wave_request(
+            name, "production", 12, signed, production_payload=None, keyids=[rig.targets_keyid]
+        )
+        request = operator_sign(request, rig.operator_home, rig.operator_fpr)
+        return rig.write_request(request, f"{name}.request.json")
+
+    first = first_wave("populate-a", 1)
+    code, out, err = run_cli(["review", str(first), "--json"], rig.env)
+    assert code == 0, err
+    assert json.loads(out)["warnings"] == []
+    code, _, err = run_cli(
+        ["sign", str(first), "--confirm", "populate-a", "--out", str(tmp_path / "a.json")], rig.env
+    )
+    assert code == 0, err
+
+    # The broker claims again that the tag has no production: signable (the first
+    # wave may have been canceled), but the officer is told what was signed before.
+    second = first_wave("populate-b", 3)
+    code, out, err = run_cli(["review", str(second), "--json"], rig.env)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["ok"] is True
+    [warning] = summary["warnings"]
+    assert "signed targets for it before (versions 1, 2)" in warning
+    code, out, err = run_cli(["review", str(second)], rig.env)
+    assert code == 0, err
+    assert "WARNING: the request says tag production has no production targets" in out
