@@ -19,12 +19,11 @@ from wavesign.shared.cliutil import main_for
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
 
+from .cli_common import CONTEXT, client_for
 from .cli_demo import demo
 from .cli_evidence import evidence
 from .cli_status import fleet, status, wave_status
 from .client import DEFAULT_URL, ApiClient
-
-CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 class CLIError(WavesignError):
@@ -32,13 +31,6 @@ class CLIError(WavesignError):
 
 
 # -- helpers ----------------------------------------------------------------------------
-def _client(ctx: click.Context) -> ApiClient:
-    opts = ctx.find_root().obj or {}
-    if "client" not in opts:
-        opts["client"] = ApiClient(opts.get("url"), opts.get("token"))
-        ctx.find_root().obj = opts
-    client: ApiClient = opts["client"]
-    return client
 
 
 def _echo_json(value: Any) -> None:
@@ -233,7 +225,7 @@ def tokens_create(ctx: click.Context, role: str, name: str | None) -> None:
     Example:
       wavesign tokens create --role auditor --name audit-2026
     """
-    result = _client(ctx).post("/tokens", {"role": role, "name": name})
+    result = client_for(ctx).post("/tokens", {"role": role, "name": name})
     click.echo(f"token {result['name']} ({result['role']}):", err=True)
     click.echo(result["token"])
 
@@ -243,7 +235,7 @@ def tokens_create(ctx: click.Context, role: str, name: str | None) -> None:
 @click.pass_context
 def tokens_list(ctx: click.Context, as_json: bool) -> None:
     """List tokens (never their values)."""
-    rows = _client(ctx).get("/tokens")
+    rows = client_for(ctx).get("/tokens")
     if as_json:
         _echo_json(rows)
         return
@@ -259,7 +251,7 @@ def tokens_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def tokens_revoke(ctx: click.Context, name: str) -> None:
     """Revoke a token by name."""
-    _client(ctx).delete(f"/tokens/{name}")
+    client_for(ctx).delete(f"/tokens/{name}")
     click.echo(f"token {name} revoked")
 
 
@@ -328,7 +320,7 @@ def targets_add(
         if tags:
             custom["tags"] = list(tags)
         entries = {name: {"length": length, "hashes": {"sha256": sha256}, "custom": custom}}
-    result = _client(ctx).post("/targets", {"targets": entries})
+    result = client_for(ctx).post("/targets", {"targets": entries})
     click.echo(f"added {len(result['added'])} targets, {len(result['unchanged'])} unchanged")
 
 
@@ -353,7 +345,7 @@ def targets_list(
       wavesign targets list --version 42
       wavesign targets list --production production --json
     """
-    entries = _client(ctx).get("/targets", version=version, tag=tag, production=production)
+    entries = client_for(ctx).get("/targets", version=version, tag=tag, production=production)
     if as_json:
         _echo_json([{"name": n, **e} for n, e in sorted(entries.items())])
         return
@@ -390,7 +382,7 @@ def groups_create(ctx: click.Context, name: str) -> None:
     Example:
       wavesign groups create canary
     """
-    _client(ctx).post("/groups", {"name": name})
+    client_for(ctx).post("/groups", {"name": name})
     click.echo(f"group {name} created")
 
 
@@ -399,7 +391,7 @@ def groups_create(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def groups_list(ctx: click.Context, as_json: bool) -> None:
     """List device groups with their device counts."""
-    rows = _client(ctx).get("/groups")
+    rows = client_for(ctx).get("/groups")
     if as_json:
         _echo_json(rows)
         return
@@ -430,7 +422,7 @@ def devices_register(
           --tag production --group canary
     """
     spec = {"name": name, "hardware_id": hardware_id, "tag": tag, "group": group}
-    issued = _client(ctx).post("/devices", {"devices": [spec]})[0]
+    issued = client_for(ctx).post("/devices", {"devices": [spec]})[0]
     if as_json:
         _echo_json({"uuid": issued["uuid"], "name": issued["name"], "token": issued["token"]})
         return
@@ -482,7 +474,7 @@ def devices_import(ctx: click.Context, csv_file: str, tokens_out: str) -> None:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise CLIError(f"cannot write the tokens file: {folder} is not a writable folder")
     rows = _read_devices_csv(csv_file)
-    issued = _client(ctx).post("/devices", {"devices": rows})
+    issued = client_for(ctx).post("/devices", {"devices": rows})
     lines = ["name,uuid,token"] + [f"{d['name']},{d['uuid']},{d['token']}" for d in issued]
     atomic_write(tokens_out, ("\n".join(lines) + "\n").encode(), mode=0o600)
     click.echo(f"imported {len(issued)} devices; tokens in {tokens_out}")
@@ -495,7 +487,7 @@ def devices_import(ctx: click.Context, csv_file: str, tokens_out: str) -> None:
 @click.pass_context
 def devices_list(ctx: click.Context, group: str | None, tag: str | None, as_json: bool) -> None:
     """List devices, optionally of one group or tag."""
-    rows = _client(ctx).get("/devices", group=group, tag=tag)
+    rows = client_for(ctx).get("/devices", group=group, tag=tag)
     if as_json:
         _echo_json(rows)
         return
@@ -512,7 +504,7 @@ def devices_list(ctx: click.Context, group: str | None, tag: str | None, as_json
 @click.pass_context
 def devices_show(ctx: click.Context, device_uuid: str, as_json: bool) -> None:
     """Show one device."""
-    device = _client(ctx).get(f"/devices/{device_uuid}")
+    device = client_for(ctx).get(f"/devices/{device_uuid}")
     if as_json:
         _echo_json(device)
         return
@@ -527,7 +519,7 @@ def devices_show(ctx: click.Context, device_uuid: str, as_json: bool) -> None:
 @click.pass_context
 def devices_move(ctx: click.Context, device_uuid: str, group: str) -> None:
     """Move a device to another group (it stays in the active waves it is in)."""
-    _client(ctx).post(f"/devices/{device_uuid}/move", {"group": group})
+    client_for(ctx).post(f"/devices/{device_uuid}/move", {"group": group})
     click.echo(f"device {device_uuid} moved to group {group}")
 
 
@@ -585,7 +577,7 @@ def wave_init(
         "source_tag": source_tag,
         "dry_run": dry_run,
     }
-    result = _client(ctx).post("/waves", body)
+    result = client_for(ctx).post("/waves", body)
     for warning in result.get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -661,7 +653,7 @@ def wave_rollout(
         parse_limit(limit)
     body = {"group": group, "limit": limit, "uuids": uuid_list, "dry_run": dry_run}
     body["return_uuids"] = print_uuids
-    result = _client(ctx).post(f"/waves/{name}/rollout", body)
+    result = client_for(ctx).post(f"/waves/{name}/rollout", body)
     if as_json:
         _echo_json(result)
         return
@@ -678,7 +670,7 @@ def wave_rollout(
 @click.pass_context
 def wave_cancel(ctx: click.Context, name: str) -> None:
     """Cancel a wave: its devices get the revert targets; devices on it keep their version."""
-    _client(ctx).post(f"/waves/{name}/cancel")
+    client_for(ctx).post(f"/waves/{name}/cancel")
     click.echo(f"wave {name} canceled")
 
 
@@ -687,7 +679,7 @@ def wave_cancel(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def wave_complete(ctx: click.Context, name: str) -> None:
     """Complete a wave: its signed targets become the tag's production targets."""
-    result = _client(ctx).post(f"/waves/{name}/complete")
+    result = client_for(ctx).post(f"/waves/{name}/complete")
     click.echo(f"wave {name} complete: production targets of tag {result['tag']} updated")
 
 
@@ -710,7 +702,7 @@ WAVE_COLUMNS = [
 @click.pass_context
 def wave_list(ctx: click.Context, status: str | None, tag: str | None, as_json: bool) -> None:
     """List waves (NAME, VERSION, TAG, STATUS, CREATED AT, FINISHED AT)."""
-    rows = _client(ctx).get("/waves", status=status, tag=tag)
+    rows = client_for(ctx).get("/waves", status=status, tag=tag)
     if as_json:
         _echo_json(rows)
         return
@@ -733,7 +725,7 @@ def _rollout_line(rollout: dict[str, Any]) -> str:
 @click.pass_context
 def wave_show(ctx: click.Context, name: str, show_targets: bool, as_json: bool) -> None:
     """Show a wave and its rollout history."""
-    info = _client(ctx).get(f"/waves/{name}", show_targets=show_targets or None)
+    info = client_for(ctx).get(f"/waves/{name}", show_targets=show_targets or None)
     if as_json:
         _echo_json(info)
         return
@@ -768,7 +760,7 @@ def requests() -> None:
 @click.pass_context
 def requests_list(ctx: click.Context, as_json: bool) -> None:
     """List signing requests."""
-    rows = _client(ctx).get("/requests")
+    rows = client_for(ctx).get("/requests")
     if as_json:
         _echo_json(rows)
         return
@@ -785,7 +777,7 @@ def requests_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def requests_show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     """Show a signing request: purpose, payloads and their digests."""
-    info = _client(ctx).get(f"/requests/{request_id}")
+    info = client_for(ctx).get(f"/requests/{request_id}")
     if as_json:
         _echo_json(info)
         return
@@ -848,7 +840,7 @@ def requests_export(
     """
     if not (out or qr_png or qr_html or qr_terminal):
         raise click.UsageError("choose --out FILE, --qr-png DIR, --qr-html FILE or --qr-terminal")
-    client = _client(ctx)
+    client = client_for(ctx)
     _operator_sign(client, request_id)
     # POST, not GET: the broker logs what crossed the air gap (``request-exported``).
     data = client.request(
@@ -905,7 +897,7 @@ def requests_import(
         except ImportError:
             raise CLIError("the QR transport is not installed in this build") from None
         data = read_qr_images(list(qr_images)) if qr_images else read_qr_lines(sys.stdin)
-    result = _client(ctx).request("POST", "/responses", content=data.strip())
+    result = client_for(ctx).request("POST", "/responses", content=data.strip())
     if result.get("noop"):
         click.echo(result["message"])
         return
@@ -940,7 +932,7 @@ def root_propose(ctx: click.Context, root_threshold: int, expires_days: int, as_
       wavesign-offline sign /media/usb/root.request.json --confirm root-v1 --out resp.json
       wavesign requests import resp.json
     """
-    result = _client(ctx).post(
+    result = client_for(ctx).post(
         "/roots/propose", {"root_threshold": root_threshold, "expires_days": expires_days}
     )
     if as_json:
@@ -969,7 +961,7 @@ def root_show(ctx: click.Context, version: int | None, as_json: bool) -> None:
       wavesign root show --version 1 --json > 1.root.json
     """
     path = "/roots/current" if version is None else f"/roots/{version}"
-    document = _client(ctx).get(path)
+    document = client_for(ctx).get(path)
     if as_json:
         _echo_json(document)
         return
@@ -1006,7 +998,7 @@ def production_renew(ctx: click.Context, tag: str, expires_days: int, as_json: b
     Example:
       wavesign production renew production --expires-days 365
     """
-    result = _client(ctx).post(f"/production/{tag}/renew", {"expires_days": expires_days})
+    result = client_for(ctx).post(f"/production/{tag}/renew", {"expires_days": expires_days})
     for warning in result.get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
     if as_json:

@@ -8,23 +8,10 @@ from pathlib import Path
 
 import click
 
-from .client import ApiClient
+from .cli_common import CONTEXT, client_for
 from .evidence_export import EvidenceExportError, check_destination, write_evidence_folder
 
 __all__ = ["evidence"]
-
-CONTEXT = {"help_option_names": ["-h", "--help"]}
-
-
-def _client(ctx: click.Context) -> ApiClient:
-    """The root group's API client (``--url``/``--token`` or the environment)."""
-    root = ctx.find_root()
-    opts = root.obj if isinstance(root.obj, dict) else {}
-    if "client" not in opts:
-        opts["client"] = ApiClient(opts.get("url"), opts.get("token"))
-        root.obj = opts
-    client: ApiClient = opts["client"]
-    return client
 
 
 @click.group(context_settings=CONTEXT)
@@ -52,7 +39,7 @@ def export(ctx: click.Context, out: Path) -> None:
       wavesign-audit verify evidence-2026-12 --offline-journal journal.jsonl
     """
     check_destination(out)
-    answer = _client(ctx).get("/evidence")
+    answer = client_for(ctx).get("/evidence")
     files = answer.get("files") if isinstance(answer, dict) else None
     if not isinstance(files, dict):
         raise EvidenceExportError("the broker's evidence answer has no files")
@@ -93,5 +80,5 @@ def add_gpg_key(ctx: click.Context, role: str, key_file: Path) -> None:
         armored = key_file.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise EvidenceExportError(f"cannot read {key_file}: {exc}") from None
-    added = _client(ctx).post("/gpg-keys", {"role": role, "armored": armored})
+    added = client_for(ctx).post("/gpg-keys", {"role": role, "armored": armored})
     click.echo(f"GnuPG key {added['fingerprint']} trusted as {added['role']}")

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
 
-from .client import ApiClient
+from .cli_common import CONTEXT, client_for
 from .fleet_poll import (
     FULL_VERIFY_LIMIT,
     LightDevice,
@@ -38,23 +38,11 @@ from .status import DEFAULT_OFFLINE_THRESHOLD_HOURS
 
 __all__ = ["fleet", "parse_group_shares", "split_counts", "status", "wave_status"]
 
-CONTEXT = {"help_option_names": ["-h", "--help"]}
 _BATCH = 5000
 
 
 class SimulateError(WavesignError):
     """``fleet simulate`` was given a bad --groups list."""
-
-
-def _client(ctx: click.Context) -> ApiClient:
-    """The root group's API client (``--url``/``--token`` or the environment)."""
-    root = ctx.find_root()
-    opts = root.obj if isinstance(root.obj, dict) else {}
-    if "client" not in opts:
-        opts["client"] = ApiClient(opts.get("url"), opts.get("token"))
-        root.obj = opts
-    client: ApiClient = opts["client"]
-    return client
 
 
 def _echo_json(value: Any) -> None:
@@ -86,7 +74,7 @@ def status(ctx: click.Context, as_json: bool, offline_threshold: float) -> None:
       wavesign status
       wavesign status --json --offline-threshold 24
     """
-    answer = _client(ctx).get("/status", offline_threshold=offline_threshold)
+    answer = client_for(ctx).get("/status", offline_threshold=offline_threshold)
     if as_json:
         _echo_json(answer["report"])
     else:
@@ -110,7 +98,7 @@ def wave_status(
     Example:
       wavesign wave status v2.0-update
     """
-    answer = _client(ctx).get("/status/wave", name=name, offline_threshold=offline_threshold)
+    answer = client_for(ctx).get("/status/wave", name=name, offline_threshold=offline_threshold)
     if as_json:
         _echo_json(answer["report"])
     else:
@@ -243,7 +231,7 @@ def simulate(
           --tag production --hardware-id intel-corei7-64
     """
     shares = parse_group_shares(groups)
-    client = _client(ctx)
+    client = client_for(ctx)
     existing = {g["name"] for g in client.get("/groups")}
     for name, _ in shares:
         if name not in existing:
