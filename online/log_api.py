@@ -23,42 +23,19 @@ Proofs are only meaningful against a signed head: take (size, root) from
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from .api_auth import Admin, Reader
 from .eventlog import log_events, log_tree, signed_heads
 from .evidence_export import evidence_files
-from .store import AuthError, ForbiddenError, InvalidInputError, NotFoundError, Principal
+from .store import InvalidInputError, NotFoundError
 from .store_waves import WaveStore
 
 __all__ = ["log_router"]
 
-
-def _principal(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("missing bearer token: set WAVESIGN_TOKEN")
-    principal: Principal = request.app.state.store.authenticate(token.strip())
-    return principal
-
-
-def _role(*allowed: str) -> Callable[[Request], Principal]:
-    def dependency(request: Request) -> Principal:
-        who = _principal(request)
-        if who.role not in allowed:
-            raise ForbiddenError(f"token {who.name} has role {who.role}, which may not do this")
-        return who
-
-    return dependency
-
-
-Reader = Annotated[Principal, Depends(_principal)]
-Writer = Annotated[Principal, Depends(_role("admin", "operator"))]
-Admin = Annotated[Principal, Depends(_role("admin"))]
 
 log_router = APIRouter(prefix="/api/v1")
 

@@ -17,15 +17,15 @@ wavesign.online.app:app_from_env`` with ``WAVESIGN_DATA`` set.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from wavesign.shared.errors import WavesignError
 
+from .api_auth import Admin, Reader, Writer
 from .datadir import DataDir
 from .log_api import log_router
 from .onlinekeys import OnlineKeys
@@ -35,7 +35,6 @@ from .store import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
-    Principal,
     StateError,
 )
 from .store_waves import WaveStore
@@ -98,30 +97,6 @@ class RootPropose(BaseModel):
 
 class ProductionRenew(BaseModel):
     expires_days: int = Field(default=365, ge=1, le=3650)
-
-
-def _principal(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("missing bearer token: set WAVESIGN_TOKEN")
-    store: WaveStore = request.app.state.store
-    return store.authenticate(token.strip())
-
-
-def _role_check(*allowed: str) -> Callable[[Request], Principal]:
-    def dependency(request: Request) -> Principal:
-        who = _principal(request)
-        if who.role not in allowed:
-            raise ForbiddenError(f"token {who.name} has role {who.role}, which may not do this")
-        return who
-
-    return dependency
-
-
-Reader = Annotated[Principal, Depends(_role_check("admin", "operator", "auditor"))]
-Writer = Annotated[Principal, Depends(_role_check("admin", "operator"))]
-Admin = Annotated[Principal, Depends(_role_check("admin"))]
 
 
 def create_app(data_dir: str | os.PathLike[str]) -> FastAPI:

@@ -15,25 +15,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
+from .api_auth import Reader
 from .status import DEFAULT_OFFLINE_THRESHOLD_HOURS
 from .status_queries import StatusError, fleet_status, wave_status
-from .store import AuthError, NotFoundError, Principal
+from .store import NotFoundError
 
 __all__ = ["status_router"]
 
 
-def _reader(request: Request) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("missing bearer token: set WAVESIGN_TOKEN")
-    principal: Principal = request.app.state.store.authenticate(token.strip())
-    return principal
-
-
-Reader = Annotated[Principal, Depends(_reader)]
 Threshold = Annotated[
     float,
     Query(gt=0, le=24 * 365, description="Hours: a device seen within them is online."),
