@@ -18,7 +18,6 @@ are the bytes devices get for the state that record was made for.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shutil
 import tempfile
@@ -51,6 +50,7 @@ from wavesign.shared.merkle import MerkleTree, TreeHead
 from . import db
 from .eventlog import ensure_fresh_head, is_publication, log_events, log_tree, signed_heads
 from .publish import publish_view, renew_timestamp, root_files
+from .serving import read_publication
 from .store import utcnow
 from .store_waves import WaveStore
 
@@ -64,8 +64,6 @@ __all__ = [
 
 #: Log event kinds listed in a wave's history (the ones the auditor relies on).
 WAVE_HISTORY_KINDS = ("wave-created", "wave-rolled-out", "wave-canceled", "wave-completed")
-#: ``settings`` key of the serving publication record (``wavesign.online.serving``).
-SERVING_PUBLICATION_KEY = "serving_publication"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -165,11 +163,10 @@ def _current(
     ).all()
     if not rows:
         return {}
-    record_text = _setting(conn, SERVING_PUBLICATION_KEY)
-    if record_text is not None:
-        record = json.loads(record_text)
-        version, at = int(record["version"]), _parse_utc(record["at"])
-        ts_version, ts_at = int(record["timestamp_version"]), _parse_utc(record["timestamp_at"])
+    record = read_publication(conn)
+    if record is not None:
+        version, at = record.version, _parse_utc(record.at)
+        ts_version, ts_at = record.timestamp_version, _parse_utc(record.timestamp_at)
     else:  # never served (an embedded broker without a server): sign at the counter
         version = ts_version = max(1, int(_setting(conn, "metadata_counter") or 0))
         at = ts_at = now

@@ -78,6 +78,7 @@ __all__ = [
     "assign_views",
     "live_wave_rows",
     "load_state",
+    "read_publication",
     "state_marker",
     "store_device_events",
     "write_last_seen",
@@ -353,7 +354,8 @@ class Publication:
         return self.serve_at_ms is not None
 
 
-def _read_publication(conn: Connection) -> Publication | None:
+def read_publication(conn: Connection) -> Publication | None:
+    """The current publication record (None: nothing was ever published)."""
     text = conn.execute(
         select(db.settings.c.value).where(db.settings.c.key == PUBLICATION_KEY)
     ).scalar()
@@ -572,7 +574,7 @@ class Serving:
 
     def current_marker(self) -> tuple[int, Publication | None]:
         with self._read() as conn, conn.begin():
-            return state_marker(conn), _read_publication(conn)
+            return state_marker(conn), read_publication(conn)
 
     # -- the process registry ------------------------------------------------------------
     def _ready_generation(self) -> int:
@@ -672,7 +674,7 @@ class Serving:
                 self._lock_counter(conn)
                 if state_marker(conn) != state.marker:
                     return None
-                record = _read_publication(conn)
+                record = read_publication(conn)
                 if record is not None and record.marker == state.marker:
                     return record
                 # A committed switch is a promise to every process: wait for it. An
@@ -775,7 +777,7 @@ class Serving:
         (or return the one another process set); None while some are not."""
         with self.engine.begin() as conn:
             self._lock_counter(conn)
-            record = _read_publication(conn)
+            record = read_publication(conn)
             if record is None or record.generation != publication.generation:
                 return None  # superseded: the next refresh prepares the newer one
             if record.committed():
@@ -828,7 +830,7 @@ class Serving:
         current = served.publication
         with self.engine.begin() as conn:
             self._lock_counter(conn)
-            record = _read_publication(conn)
+            record = read_publication(conn)
             if (
                 record is None
                 or record.marker != served.marker
