@@ -497,6 +497,7 @@ class _Pending(_Served):
         {},
         (),
     )
+    since_ms: int = field(default_factory=_now_ms)
 
 
 class _Wait:
@@ -536,6 +537,7 @@ class Serving:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._served: _Served | None = None
         self._pending: _Pending | None = None
+        self._reported = 0
         self._is_postgres = engine.dialect.name == "postgresql"
 
     # -- transactions --------------------------------------------------------------------
@@ -785,12 +787,29 @@ class Serving:
             now = _now_ms()
             _write_node(conn, self.node_id, now, publication.generation)
             live = _live_nodes(conn, now, int(1000 * self.config.node_timeout))
-            if any(ready < publication.generation for ready in live.values()):
+            behind = sorted(node for node, ready in live.items() if ready < publication.generation)
+            if behind:
+                self._report_waiting(publication, behind)
                 return None
             delay = self._switch_delay_ms if len(live) > 1 else 0
             record = replace(record, serve_at_ms=now + delay)
             _write_publication(conn, record)
             return record
+
+    def _report_waiting(self, publication: Publication, behind: list[str]) -> None:
+        """Say once per publication when live processes hold it back for long: a process
+        that cannot prepare it (see its log) blocks every switch, by design, because
+        serving apart would show devices a rollback."""
+        pending = self._pending
+        waited_s = 0.0 if pending is None else (_now_ms() - pending.since_ms) / 1000
+        if waited_s > self.config.node_timeout and self._reported != publication.generation:
+            self._reported = publication.generation
+            log.warning(
+                "publication %d has waited %.0f s for server processes %s to prepare it",
+                publication.generation,
+                waited_s,
+                ", ".join(behind),
+            )
 
     def _install(self, pending: _Pending) -> None:
         if pending.prepared is not None:

@@ -9,9 +9,11 @@ other still serves an older one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from pathlib import Path
 
+import pytest
 from securesystemslib.signer import CryptoSigner
 from wavesign.online.device_api import DeviceDirectory
 from wavesign.online.onlinekeys import OnlineKeys
@@ -130,3 +132,24 @@ def test_a_process_that_leaves_no_longer_holds_the_switch_back(
     a.step()
     after = served_timestamp(a, fleet)
     assert after is not None and before is not None and after > before
+
+
+def test_a_live_process_that_cannot_prepare_blocks_the_switch_and_is_named(
+    tmp_path: Path, ed25519_signers: list[CryptoSigner], caplog: pytest.LogCaptureFixture
+) -> None:
+    fleet = Fleet(tmp_path / "data", ed25519_signers)
+    a, stuck = two_processes(fleet)
+    before = served_timestamp(a, fleet)
+    fleet.wave("w42", 42)
+    fleet.store.rollout("op", "w42", group="canary")
+    deadline = time.monotonic() + CONFIG.node_timeout + 0.5
+    with caplog.at_level(logging.WARNING, logger="wavesign.online.serving"):
+        while time.monotonic() < deadline:
+            stuck.heartbeat()  # alive, but never prepares the new publication
+            a.step()
+            time.sleep(0.1)
+    # Serving apart would show devices polling both a rollback: a waits, and says why.
+    assert served_timestamp(a, fleet) == before
+    waiting = [r.getMessage() for r in caplog.records if "has waited" in r.getMessage()]
+    assert len(waiting) == 1, caplog.text
+    assert stuck.node_id in waiting[0]
