@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     Engine,
     ForeignKey,
     Index,
@@ -29,6 +30,8 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 
 metadata = MetaData()
 
@@ -255,6 +258,14 @@ gpg_keys = Table(
 )
 
 ALL_TABLES = [t.name for t in metadata.sorted_tables]
+
+
+def insert_skipping_duplicates(conn: Connection, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` into ``table``, in the connection's dialect:
+    rows whose unique key exists already are skipped."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 def is_sqlite(url: str) -> bool:
