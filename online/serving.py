@@ -34,13 +34,14 @@ import asyncio
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from wavesign.shared.canonical import canonical_bytes
 from wavesign.shared.errors import WavesignError
@@ -157,14 +158,14 @@ class LoadedState:
 
 
 def state_marker(conn: Connection) -> int:
-    """Id of the newest event that is not a device report (0: none)."""
-    value = conn.execute(
-        select(db.events.c.id)
-        .where(db.events.c.kind != DEVICE_EVENTS_KIND)
-        .order_by(db.events.c.id.desc())
-        .limit(1)
-    ).scalar()
-    return int(value or 0)
+    """How many events the transparency log holds (0: none): every store change appends
+    to it in its own transaction; device reports, which never change views, do not.
+
+    ``max`` over the unique index ``ux_events_leaf_index``: one index probe, however
+    many device reports came after the last change.
+    """
+    value = conn.execute(select(func.max(db.events.c.leaf_index))).scalar()
+    return 0 if value is None else int(value) + 1
 
 
 def live_wave_rows(conn: Connection, production: Mapping[str, int | None]) -> list[Any]:
@@ -450,12 +451,22 @@ def _upsert_setting(conn: Connection, key: str, value: str) -> None:
         conn.execute(update(db.settings).where(db.settings.c.key == key).values(value=value))
 
 
-def _write_node(conn: Connection, node: str, seen_ms: int, ready: int) -> None:
-    _upsert_setting(conn, NODE_PREFIX + node, json.dumps({"seen_ms": seen_ms, "ready": ready}))
+class NodeState(NamedTuple):
+    """What a server process says in its heartbeat: the generation it has prepared (or
+    serves), and the one it serves."""
+
+    ready: int
+    serving: int
 
 
-def _live_nodes(conn: Connection, now_ms: int, timeout_ms: int) -> dict[str, int]:
-    """The generation each process heard from within ``timeout_ms`` is ready to serve.
+def _write_node(conn: Connection, node: str, seen_ms: int, state: NodeState) -> None:
+    value = {"seen_ms": seen_ms, "ready": state.ready, "serving": state.serving}
+    _upsert_setting(conn, NODE_PREFIX + node, json.dumps(value))
+
+
+def _live_nodes(conn: Connection, now_ms: int, timeout_ms: int) -> dict[str, NodeState]:
+    """The processes heard from within ``timeout_ms``, and what each is ready to serve
+    and serves.
 
     Rows of processes silent for a hundred timeouts (killed, never left) are deleted.
     """
@@ -468,7 +479,8 @@ def _live_nodes(conn: Connection, now_ms: int, timeout_ms: int) -> dict[str, int
         node = json.loads(value)
         silent_ms = now_ms - int(node["seen_ms"])
         if silent_ms <= timeout_ms:
-            live[str(key).removeprefix(NODE_PREFIX)] = int(node["ready"])
+            state = NodeState(int(node["ready"]), int(node.get("serving", 0)))
+            live[str(key).removeprefix(NODE_PREFIX)] = state
         elif silent_ms > 100 * timeout_ms:
             gone.append(key)
     if gone:
@@ -538,6 +550,7 @@ class Serving:
         self._served: _Served | None = None
         self._pending: _Pending | None = None
         self._reported = 0
+        self._beat: tuple[threading.Event, threading.Thread] | None = None
         self._is_postgres = engine.dialect.name == "postgresql"
 
     # -- transactions --------------------------------------------------------------------
@@ -579,19 +592,55 @@ class Serving:
             return state_marker(conn), read_publication(conn)
 
     # -- the process registry ------------------------------------------------------------
-    def _ready_generation(self) -> int:
-        current = self._pending or self._served
-        if current is None or current.publication is None:
-            return 0
-        return current.publication.generation
+    def _node_state(self, ready: int | None = None) -> NodeState:
+        def generation(current: _Served | None) -> int:
+            return (
+                0
+                if current is None or current.publication is None
+                else (current.publication.generation)
+            )
+
+        serving = generation(self._served)
+        if ready is None:
+            ready = generation(self._pending) or serving
+        return NodeState(ready, serving)
 
     def heartbeat(self) -> None:
-        """Tell the other processes this one is alive and what it is ready to serve."""
+        """Tell the other processes this one is alive, what it is ready to serve and what
+        it serves."""
         with self.engine.begin() as conn:
-            _write_node(conn, self.node_id, _now_ms(), self._ready_generation())
+            _write_node(conn, self.node_id, _now_ms(), self._node_state())
+
+    def start_heartbeat(self) -> None:
+        """Heartbeat every poll from a thread of its own: preparing a publication for a
+        million devices takes longer than ``node_timeout``, and a process must not look
+        dead meanwhile (the others would switch without it)."""
+        if self._beat is not None:
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.config.poll_interval):
+                try:
+                    self.heartbeat()
+                except DBAPIError as exc:
+                    log.warning("heartbeat failed: %s", type(exc).__name__)
+
+        thread = threading.Thread(target=beat, name=f"wavesign-heartbeat-{self.node_id}")
+        thread.daemon = True
+        thread.start()
+        self._beat = (stop, thread)
+
+    def stop_heartbeat(self) -> None:
+        if self._beat is not None:
+            stop, thread = self._beat
+            stop.set()
+            thread.join(timeout=10)
+            self._beat = None
 
     def leave(self) -> None:
         """Stop holding the other processes back (at shutdown)."""
+        self.stop_heartbeat()
         with self.engine.begin() as conn:
             conn.execute(
                 db.settings.delete().where(db.settings.c.key == NODE_PREFIX + self.node_id)
@@ -610,6 +659,7 @@ class Serving:
     def start(self) -> None:
         """The first publication of this process, before it accepts requests."""
         self.heartbeat()
+        self.start_heartbeat()
         deadline = time.monotonic() + 2 * self.config.node_timeout + 10
         self.refresh(force=True)
         while self._served is None and time.monotonic() < deadline:
@@ -631,6 +681,17 @@ class Serving:
 
     def _prepare(self, force: bool) -> None:
         marker, record = self.current_marker()
+        pending = self._pending
+        if (
+            pending is not None
+            and pending.publication is not None
+            and record is not None
+            and record.generation == pending.publication.generation
+            and record.committed()
+        ):
+            # Promised to every process: serve it at its time before preparing anything.
+            pending.publication = record
+            return
         basis = self._pending or self._served
         if not force and basis is not None and basis.marker == marker:
             if (
@@ -679,9 +740,7 @@ class Serving:
                 record = read_publication(conn)
                 if record is not None and record.marker == state.marker:
                     return record
-                # A committed switch is a promise to every process: wait for it. An
-                # uncommitted record is served by nobody: a newer state supersedes it.
-                if record is not None and record.committed() and not _switched(record):
+                if record is not None and self._must_wait(conn, record):
                     return _WAIT
                 version = _next_counter(conn)
                 at = _utc_text(self._now())
@@ -691,6 +750,29 @@ class Serving:
         except (OperationalError, DBAPIError) as exc:
             log.warning("claiming a publication failed (%s); retrying", type(exc).__name__)
             return None
+
+    def _must_wait(self, conn: Connection, record: Publication) -> bool:
+        """Whether a newer publication must wait for ``record`` (under the counter lock).
+
+        A committed switch is a promise to every process: nothing newer is claimed until
+        every live process serves it (not merely until its time passed: a process late
+        by a poll would otherwise skip it and keep serving an older one). An uncommitted
+        record that every live process is ready for is committed now rather than
+        superseded, so a stream of changes cannot starve the switches.
+        """
+        now = _now_ms()
+        live = _live_nodes(conn, now, int(1000 * self.config.node_timeout))
+        if record.committed():
+            assert record.serve_at_ms is not None
+            if record.serve_at_ms > now:
+                return True
+            # A process that serves nothing yet (starting) shows devices nothing older.
+            return any(0 < node.serving < record.generation for node in live.values())
+        if live and all(node.ready >= record.generation for node in live.values()):
+            delay = self._switch_delay_ms if len(live) > 1 else 0
+            _write_publication(conn, replace(record, serve_at_ms=now + delay))
+            return True
+        return False  # served by nobody: a newer state supersedes it
 
     def _prepare_swap(self, state: LoadedState, publication: Publication | None) -> _Pending:
         assignment = assign_views(state.devices, state.view_state)
@@ -764,7 +846,7 @@ class Serving:
             late_ms = _now_ms() - publication.serve_at_ms
             if late_ms < 0:
                 return False
-            if late_ms > 1000 * self.config.poll_interval:
+            if late_ms > 1000 * self.config.poll_interval and self._served is not None:
                 log.warning(
                     "switched to publication %d %.1f s late: a device polling several "
                     "servers may have met an older one meanwhile",
@@ -772,6 +854,8 @@ class Serving:
                     late_ms / 1000,
                 )
         self._install(pending)
+        # Say at once what this process serves: newer publications wait for it.
+        self.heartbeat()
         return True
 
     def _commit(self, publication: Publication) -> Publication | None:
@@ -785,9 +869,9 @@ class Serving:
             if record.committed():
                 return record
             now = _now_ms()
-            _write_node(conn, self.node_id, now, publication.generation)
+            _write_node(conn, self.node_id, now, self._node_state(ready=publication.generation))
             live = _live_nodes(conn, now, int(1000 * self.config.node_timeout))
-            behind = sorted(node for node, ready in live.items() if ready < publication.generation)
+            behind = sorted(n for n, node in live.items() if node.ready < publication.generation)
             if behind:
                 self._report_waiting(publication, behind)
                 return None
@@ -854,7 +938,7 @@ class Serving:
                 record is None
                 or record.marker != served.marker
                 or record.version != current.version
-                or not _switched(record)
+                or self._must_wait(conn, record)
             ):
                 return False  # the state changed, or a switch is due: look again next poll
             if record.generation == current.generation:
@@ -919,8 +1003,3 @@ def _same_generation(one: Publication | None, other: Publication | None) -> bool
     if one is None or other is None:
         return one is other
     return one.version == other.version and one.generation == other.generation
-
-
-def _switched(record: Publication) -> bool:
-    """Every live process serves ``record`` by now (its switch time has passed)."""
-    return record.serve_at_ms is not None and record.serve_at_ms <= _now_ms()
