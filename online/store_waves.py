@@ -152,17 +152,36 @@ class WaveStore(Store):
             query = query.where(db.gpg_keys.c.role == role)
         return [dict(row) for row in conn.execute(query).mappings()]
 
-    def _verify_gpg(self, role: str, data: bytes, signature: str | None, what: str) -> None:
-        """If keys of ``role`` are registered, ``signature`` must verify with one of them."""
-        keys = [key["armored"] for key in self.gpg_keys(role)]
+    def _verify_gpg(
+        self, role: str, data: bytes, signature: str | None, what: str
+    ) -> frozenset[str]:
+        """If keys of ``role`` are registered, ``signature`` must verify with one of them.
+
+        Returns the fingerprints it checked against: GnuPG runs outside the change's
+        transaction, so the change must see the same set (:meth:`_same_gpg_keys`).
+        """
+        registered = self.gpg_keys(role)
+        checked = frozenset(str(key["fingerprint"]) for key in registered)
+        keys = [key["armored"] for key in registered]
         if not keys:
-            return
+            return checked
         if signature is None:
             raise InvalidInputError(f"{what} carries no {role} GnuPG signature")
         try:
             verify_by_role(role, keys, data, signature)
         except WavesignError as exc:
             raise InvalidInputError(f"{what}: {exc}") from None
+        return checked
+
+    def _same_gpg_keys(self, conn: Connection, role: str, checked: frozenset[str]) -> None:
+        """Refuse the change if the ``role`` keys changed since the signature was checked
+        (a key registered meanwhile must not let an unchecked signature through)."""
+        now = frozenset(str(key["fingerprint"]) for key in self._gpg_keys(conn, role))
+        if now != checked:
+            raise ConflictError(
+                f"the registered {role} GnuPG keys changed while the signature was checked: "
+                "try again"
+            )
 
     # -- roots ----------------------------------------------------------------------
     def latest_root(self, conn: Connection) -> Metadata[Root] | None:
@@ -1072,13 +1091,14 @@ class WaveStore(Store):
             unsigned = SigningRequest.from_bytes(
                 str(self._request_row(conn, request_id).request_json).encode("utf-8")
             )
-        self._verify_gpg(
+        checked = self._verify_gpg(
             "operator",
             unsigned.signing_bytes(),
             signature,
             f"the operator signature of request {request_id}",
         )
         with self.change(actor, "request-operator-signed", request_id) as ch:
+            self._same_gpg_keys(ch.conn, "operator", checked)
             row = self._request_row(ch.conn, request_id)
             if row.status != "pending":
                 raise StateError(f"request {request_id} is {row.status}")
@@ -1122,7 +1142,7 @@ class WaveStore(Store):
                     "message": f"this response for request {row.id} was imported already: "
                     "nothing changed",
                 }
-        self._verify_gpg(
+        checked = self._verify_gpg(
             "officer",
             response.signing_bytes(),
             response.attestation,
@@ -1130,6 +1150,7 @@ class WaveStore(Store):
         )
         with self.change(actor, "signatures-imported", response.request_sha256) as ch:
             conn = ch.conn
+            self._same_gpg_keys(conn, "officer", checked)
             row = conn.execute(
                 select(db.signing_requests)
                 .where(db.signing_requests.c.request_sha256 == response.request_sha256)

@@ -296,6 +296,30 @@ def test_responses_must_carry_a_registered_officers_attestation(
         store.add_gpg_key("admin", "operator", officer_gpg.public_key)
 
 
+def test_an_officer_key_registered_while_a_response_is_checked_refuses_the_import(
+    tmp_path: Path, ed25519_signers: list[CryptoSigner], officer_gpg: GpgIdentity
+) -> None:
+    broker = Broker(tmp_path / "data", ed25519_signers)
+    store = broker.store
+    store.add_targets("ci", {f"{HW}-lmp-12": ci_entry(12, HW, "0c")})
+    request_id = store.init_wave("op", name="w12", version=12, tag="production")["request_id"]
+    response = SigningResponse.from_bytes(
+        offline_response(store.request_bytes(request_id), [broker.offline])
+    )
+    # No officer key yet: an unattested response passes the check (outside the change)...
+    checked = store._verify_gpg("officer", response.signing_bytes(), None, "the response")
+    assert checked == frozenset()
+    # ...an admin registers one before the import's change commits: the change refuses.
+    store.add_gpg_key("admin", "officer", officer_gpg.public_key)
+    dump = store.dump()
+    with (
+        pytest.raises(WavesignError, match="officer GnuPG keys changed"),
+        store.change("op", "signatures-imported", "x") as ch,
+    ):
+        store._same_gpg_keys(ch.conn, "officer", checked)
+    assert store.dump() == dump
+
+
 def test_a_request_export_is_logged_with_the_digest_of_its_bytes(served: Served) -> None:
     pending = [r for r in get(served, "/requests").json() if r["status"] == "pending"]
     signed = [r for r in get(served, "/requests").json() if r["status"] == "signed"]
