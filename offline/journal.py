@@ -9,7 +9,6 @@ records the last index and hash and is rewritten on every append.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from wavesign.shared.journal_format import (
     verify_lines,
 )
 from wavesign.shared.strictjson import HEX64, FieldReader, loads_strict
+from wavesign.shared.timefmt import utc_now_text
 
 # The format's names stay importable from here for older importers; new code imports
 # them from wavesign.shared.journal_format.
@@ -45,7 +45,7 @@ class JournalError(WavesignError):
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_now_text()
 
 
 class Journal:

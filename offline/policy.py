@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from wavesign.shared.bundles import Payload, SigningRequest
+from wavesign.shared.timefmt import parse_utc
 
 __all__ = [
     "PolicyInput",
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_EXPIRES = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def parse_expires(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.strptime(value, _EXPIRES).replace(tzinfo=UTC)
+        return parse_utc(value)
     except ValueError:
         return None
 

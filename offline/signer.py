@@ -26,6 +26,7 @@ from wavesign.shared.gpg import GnuPG
 from wavesign.shared.journal_format import JournalEntry, PayloadRecord
 from wavesign.shared.rootchain import verify_root_update
 from wavesign.shared.signing import sign_payload
+from wavesign.shared.timefmt import format_utc
 
 from .appliance import Appliance
 from .journal import now_rfc3339
@@ -115,7 +116,7 @@ def prepare_signing(
         gpg = GnuPG(officer_gnupg_home or os.environ.get("GNUPGHOME"))
         response = response.with_attestation(gpg.sign_detached(officer, response.signing_bytes()))
     entry = appliance.journal.next_entry(
-        time=now.strftime("%Y-%m-%dT%H:%M:%SZ") if now else now_rfc3339(),
+        time=format_utc(now) if now else now_rfc3339(),
         kind="sign",
         request_id=review.request.id,
         request_sha256=review.request_sha256,

@@ -20,7 +20,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
 
@@ -30,6 +29,7 @@ from .fleet_poll import (
     LightDevice,
     SimulatedDevice,
     choose_mode,
+    fleet_progress,
     poll_full,
     poll_light,
     wait_until_served,
@@ -246,7 +246,7 @@ def simulate(
                 spec["group"] = group
             specs.append(spec)
     issued: list[dict[str, Any]] = []
-    with _progress() as progress:
+    with fleet_progress(Console(stderr=True)) as progress:
         task = progress.add_task("registering", total=len(specs))
         for start in range(0, len(specs), _BATCH):
             issued += client.post("/devices", {"devices": specs[start : start + _BATCH]})
@@ -277,7 +277,7 @@ def simulate(
         for round_number in range(1, polls + 1):
             if round_number > 1:
                 time.sleep(interval)
-            with _progress() as progress:
+            with fleet_progress(Console(stderr=True)) as progress:
                 task = progress.add_task(
                     f"poll {round_number}/{polls} ({mode})", total=len(devices)
                 )
@@ -304,14 +304,3 @@ def simulate(
             failed = failed or bool(report.errors)
     if failed:
         raise SimulateError("some devices failed to poll (see the warnings above)")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .demo_actors import DemoError
 from .device_agent import STATE_FILE
-from .fleet_poll import SimulatedDevice, poll_full
+from .fleet_poll import SimulatedDevice, fleet_progress, poll_full
 
 __all__ = [
     "Expectation",
@@ -136,13 +135,7 @@ class Fleet:
     def poll_all(self, url: str, console: Console, label: str) -> None:
         """Every device polls once (concurrently); ``running`` is re-read from each
         device's ``device.json``. Raises DemoError if any poll failed."""
-        progress = Progress(
-            TextColumn("    [cyan]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
+        progress = fleet_progress(console, "    [cyan]{task.description}")
         simulated = [
             SimulatedDevice(d.name, d.uuid, d.token, d.hardware_id, TAG) for d in self.devices
         ]

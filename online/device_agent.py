@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from wavesign.shared.cliutil import main_for
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.fileio import atomic_write
 from wavesign.shared.strictjson import FieldReader, JSONInputError, loads_strict
+from wavesign.shared.timefmt import utc_now_text
 
 __all__ = [
     "EVENT_TYPES",
@@ -137,7 +137,7 @@ def install_events(
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_now_text()
 
 
 @dataclass

@@ -46,6 +46,7 @@ from wavesign.shared.evidence import (
 )
 from wavesign.shared.evidence import OnlineKeys as EvidenceOnlineKeys
 from wavesign.shared.merkle import MerkleTree, TreeHead
+from wavesign.shared.timefmt import format_utc, parse_utc
 
 from . import db
 from .eventlog import ensure_fresh_head, is_publication, log_events, log_tree, signed_heads
@@ -64,7 +65,6 @@ __all__ = [
 
 #: Log event kinds listed in a wave's history (the ones the auditor relies on).
 WAVE_HISTORY_KINDS = ("wave-created", "wave-rolled-out", "wave-canceled", "wave-completed")
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class EvidenceExportError(WavesignError):
@@ -79,10 +79,6 @@ def _json_file(data: Any) -> bytes:
 def _setting(conn: Connection, key: str) -> str | None:
     value = conn.execute(select(db.settings.c.value).where(db.settings.c.key == key)).scalar()
     return None if value is None else str(value)
-
-
-def _parse_utc(text: str) -> datetime:
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
 
 
 def _publications(conn: Connection, events: list[LogEvent]) -> list[Publication]:
@@ -165,8 +161,8 @@ def _current(
         return {}
     record = read_publication(conn)
     if record is not None:
-        version, at = record.version, _parse_utc(record.at)
-        ts_version, ts_at = record.timestamp_version, _parse_utc(record.timestamp_at)
+        version, at = record.version, parse_utc(record.at)
+        ts_version, ts_at = record.timestamp_version, parse_utc(record.timestamp_at)
     else:  # never served (an embedded broker without a server): sign at the counter
         version = ts_version = max(1, int(_setting(conn, "metadata_counter") or 0))
         at = ts_at = now
@@ -243,7 +239,7 @@ def _collect(conn: Connection, store: WaveStore, now: datetime) -> dict[str, byt
     factory = _setting(conn, "factory") or "wavesign"
     manifest = Manifest(
         factory,
-        now.strftime(_TIME_FORMAT),
+        format_utc(now),
         {path: digest_bytes(data) for path, data in sorted(files.items())},
     )
     try:

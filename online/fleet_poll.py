@@ -22,12 +22,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from wavesign.shared.errors import WavesignError
+from wavesign.shared.timefmt import utc_now_text
 
 from .device_agent import (
     EVENTS_PATH,
@@ -44,6 +46,7 @@ __all__ = [
     "LightDevice",
     "SimulatedDevice",
     "choose_mode",
+    "fleet_progress",
     "poll_full",
     "poll_light",
     "wait_until_served",
@@ -81,6 +84,17 @@ class FleetPollReport:
 
 class LightPollError(WavesignError):
     """A lightweight poll got an answer a device would not accept."""
+
+
+def fleet_progress(console: Console, description: str = "{task.description}") -> Progress:
+    """The progress bar of a fleet's polls (and registrations): done / total, elapsed."""
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def choose_mode(count: int, requested: str) -> Mode:
@@ -182,7 +196,7 @@ async def _poll_light_one(client: httpx.AsyncClient, state: LightDevice) -> bool
     chosen = choose_target(customs, device.hardware_id, device.tag, state.version)
     if chosen is not None:
         name, version = chosen
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = utc_now_text()
         events = install_events(name, version, uuidlib.uuid4().hex, [now] * 4)
         reported = await client.post(EVENTS_PATH, json=events, headers=auth)
         if reported.status_code != 204:

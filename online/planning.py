@@ -37,6 +37,7 @@ from typing import Any
 
 from wavesign.shared.canonical import canonical_bytes, digest
 from wavesign.shared.errors import WavesignError
+from wavesign.shared.timefmt import format_utc
 
 __all__ = [
     "DEFAULT_EXPIRES_DAYS",
@@ -59,8 +60,6 @@ __all__ = [
 #: The TUF specification version written into every planned payload (python-tuf 7's).
 SPEC_VERSION = "1.0.31"
 DEFAULT_EXPIRES_DAYS = 365
-#: TUF's expiry format. Whole seconds only: device clients do not parse fractions.
-_EXPIRES_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _WAVE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
 
@@ -367,7 +366,7 @@ def compute_expiry(
 
 def format_expires(moment: datetime) -> str:
     """TUF's ``expires`` string ``YYYY-MM-DDTHH:MM:SSZ`` of an aware time."""
-    return moment.astimezone(UTC).strftime(_EXPIRES_FORMAT)
+    return format_utc(moment)
 
 
 # --------------------------------------------------------------------------- helpers

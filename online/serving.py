@@ -15,16 +15,16 @@ and the device hot path (:mod:`wavesign.online.device_api`):
 
 Several server processes on one database
 ----------------------------------------
-Each process polls a cheap change marker every second: the id of the newest event
-in ``events`` that is not a device report (every store change appends one event in
-its own transaction; device reports, stored here, never change views). When the
-marker moves, the process loads the state and *claims* a publication in a short write
-transaction: if the ``settings`` row ``serving_publication`` already names this
-marker, another process published it, and this one reuses its counter value and
-signing time; otherwise it takes the next value of the global counter
-(``settings.metadata_counter``) and records it. Online keys are ed25519 by default,
-whose signatures are deterministic, so every process then serves byte-identical
-files for the same state: a device may hit any of them. The timestamp re-signer
+Each process polls a cheap change marker every second: the size of the transparency
+log (every store change appends to it in its own transaction; device reports, stored
+here, are not in it and never change views). When the marker moves, the process loads
+the state and *claims* a publication in a short write transaction: if the ``settings``
+row ``serving_publication`` already names this marker, another process published it,
+and this one reuses its counter value and signing time; otherwise it takes the next
+value of the global counter (``settings.metadata_counter``) and records it. Online
+keys are ed25519 by default, whose signatures are deterministic, so every process
+then serves byte-identical files for the same state. The processes then switch to it
+together (:class:`Serving`), so a device may hit any of them. The timestamp re-signer
 claims its renewals through the same record.
 """
 
@@ -45,6 +45,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from wavesign.shared.canonical import canonical_bytes
 from wavesign.shared.errors import WavesignError
+from wavesign.shared.timefmt import format_utc, parse_utc
 
 from . import db
 from .device_api import (
@@ -92,21 +93,12 @@ PUBLICATION_KEY = "serving_publication"
 COUNTER_KEY = "metadata_counter"
 #: ``settings`` key prefix of each server process's heartbeat (JSON).
 NODE_PREFIX = db.HEARTBEAT_PREFIX
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 log = logging.getLogger(__name__)
 
 
 class ServingError(WavesignError):
     """Device reports or a publication could not be stored."""
-
-
-def _utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
-
-
-def _parse_utc(text: str) -> datetime:
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -363,18 +355,21 @@ def read_publication(conn: Connection) -> Publication | None:
     return None if text is None else Publication.from_dict(json.loads(text))
 
 
+def _upsert_setting(conn: Connection, key: str, value: str) -> None:
+    exists = conn.execute(select(db.settings.c.key).where(db.settings.c.key == key)).first()
+    if exists is None:
+        conn.execute(db.settings.insert().values(key=key, value=value))
+    else:
+        conn.execute(update(db.settings).where(db.settings.c.key == key).values(value=value))
+
+
 def _next_counter(conn: Connection) -> int:
     """The next value of the global counter, written in the caller's transaction."""
     current = conn.execute(
         select(db.settings.c.value).where(db.settings.c.key == COUNTER_KEY).with_for_update()
     ).scalar()
     value = int(current or 0) + 1
-    if current is None:
-        conn.execute(db.settings.insert().values(key=COUNTER_KEY, value=str(value)))
-    else:
-        conn.execute(
-            update(db.settings).where(db.settings.c.key == COUNTER_KEY).values(value=str(value))
-        )
+    _upsert_setting(conn, COUNTER_KEY, str(value))
     return value
 
 
@@ -404,7 +399,7 @@ def store_device_events(engine: Engine, device: str, events: Sequence[DeviceEven
             )
         conn.execute(
             db.events.insert().values(
-                at=_utc_text(datetime.now(UTC)),
+                at=format_utc(datetime.now(UTC)),
                 actor=f"device:{device}",
                 kind=DEVICE_EVENTS_KIND,
                 subject=device,
@@ -421,7 +416,7 @@ def write_last_seen(engine: Engine, seen: Mapping[str, datetime]) -> int:
     """
     if not seen:
         return 0
-    rows = [{"u": uuid, "t": _utc_text(at)} for uuid, at in sorted(seen.items())]
+    rows = [{"u": uuid, "t": format_utc(at)} for uuid, at in sorted(seen.items())]
     last_seen = db.devices.c.last_seen
     statement = (
         update(db.devices)
@@ -441,14 +436,6 @@ def write_last_seen(engine: Engine, seen: Mapping[str, datetime]) -> int:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _upsert_setting(conn: Connection, key: str, value: str) -> None:
-    exists = conn.execute(select(db.settings.c.key).where(db.settings.c.key == key)).first()
-    if exists is None:
-        conn.execute(db.settings.insert().values(key=key, value=value))
-    else:
-        conn.execute(update(db.settings).where(db.settings.c.key == key).values(value=value))
 
 
 class NodeState(NamedTuple):
@@ -528,9 +515,10 @@ class Serving:
     new publication (the slow part: signing, building the token table), says so in
     its ``settings`` row ``serving_node:ID`` (a heartbeat, written every poll), and the
     last one ready sets a switch time ``serve_at_ms`` a couple of polls ahead, by which
-    every process has seen it. Until that time passes nobody claims a newer
-    publication. A process unheard of for ``node_timeout`` no longer holds the others
-    back; a lone process switches at once.
+    every process has seen it. Nobody claims a newer publication until every live
+    process serves it (see :meth:`_must_wait`). A process unheard of for
+    ``node_timeout`` no longer holds the others back; a lone process switches at once.
+    docs/architecture.md ("Serving devices") tells the whole protocol.
     """
 
     def __init__(
@@ -743,7 +731,7 @@ class Serving:
                 if record is not None and self._must_wait(conn, record):
                     return _WAIT
                 version = _next_counter(conn)
-                at = _utc_text(self._now())
+                at = format_utc(self._now())
                 record = Publication(state.marker, version, at, version, at)
                 _write_publication(conn, record)
                 return record
@@ -789,7 +777,7 @@ class Serving:
                     version=publication.version,
                     snapshot_signer=self.keys.signer("snapshot"),
                     timestamp_signer=self.keys.signer("timestamp"),
-                    now=_parse_utc(publication.at),
+                    now=parse_utc(publication.at),
                     timestamp_lifetime=self.config.timestamp_lifetime,
                 )
             )
@@ -811,7 +799,7 @@ class Serving:
                 view,
                 version=record.timestamp_version,
                 timestamp_signer=signer,
-                now=_parse_utc(record.timestamp_at),
+                now=parse_utc(record.timestamp_at),
                 timestamp_lifetime=self.config.timestamp_lifetime,
             )
             for key, view in views.items()
@@ -944,7 +932,7 @@ class Serving:
             if record.generation == current.generation:
                 version = _next_counter(conn)
                 record = Publication(
-                    record.marker, record.version, record.at, version, _utc_text(now)
+                    record.marker, record.version, record.at, version, format_utc(now)
                 )
                 _write_publication(conn, record)
         self._pending = self._renewal(served, record)

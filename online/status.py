@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from wavesign.shared.timefmt import parse_utc
+
 __all__ = [
     "DEFAULT_OFFLINE_THRESHOLD_HOURS",
     "EXPIRY_WARNING_DAYS",
@@ -417,7 +419,7 @@ def expiry_warnings(
     def check(expires: str | None, what: str, fix: str) -> None:
         if expires is None:
             return
-        moment = datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        moment = parse_utc(expires)
         if moment <= limit:
             verb = "expired" if moment <= now else "expires"
             found.append(f"{what} {verb} at {expires}: {fix}")

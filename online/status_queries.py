@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select
 from sqlalchemy.orm import aliased
 from wavesign.shared.errors import WavesignError
+from wavesign.shared.timefmt import format_utc
 
 from . import db
 from .serving import live_wave_rows
@@ -48,8 +49,7 @@ class StatusError(WavesignError):
 
 
 def _since(now: datetime, threshold_hours: float) -> str:
-    moment = now.astimezone(UTC) - timedelta(hours=threshold_hours)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_utc(now.astimezone(UTC) - timedelta(hours=threshold_hours))
 
 
 def _online(since: str) -> Any:

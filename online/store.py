@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -28,6 +27,7 @@ from sqlalchemy import Connection, Engine, Integer, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from wavesign.shared.canonical import canonical_bytes
 from wavesign.shared.errors import WavesignError
+from wavesign.shared.timefmt import utc_now_text
 
 from . import db
 from .eventlog import LogEntry, PublicationDraft, append_to_log
@@ -92,7 +92,7 @@ class Principal:
 
 
 def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_now_text()
 
 
 def new_token(prefix: str) -> str:

@@ -37,6 +37,7 @@ from wavesign.shared.bundles import (
 from wavesign.shared.canonical import canonical_bytes, digest, digest_bytes
 from wavesign.shared.errors import WavesignError
 from wavesign.shared.rootchain import verify_root_update
+from wavesign.shared.timefmt import format_utc
 
 from . import db, planning
 from . import rollout as rollout_rules
@@ -260,7 +261,7 @@ class WaveStore(Store):
             request = SigningRequest(
                 id="req-" + secrets.token_hex(6),
                 factory=self._factory(conn),
-                created=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                created=format_utc(now),
                 purpose=Purpose(kind="root", root_version=current + 1),
                 payloads=(Payload.create("root", "root", proposal, []),),
                 context=Context(root_version=current),
@@ -353,7 +354,7 @@ class WaveStore(Store):
             request = SigningRequest(
                 id="req-" + secrets.token_hex(6),
                 factory=self._factory(conn),
-                created=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                created=format_utc(now),
                 purpose=Purpose(kind="renew", tag=tag),
                 payloads=(
                     Payload.create("renew", "targets", plan.signed, self._targets_keyids(conn)),
@@ -528,7 +529,7 @@ class WaveStore(Store):
                     ).scalar()
                     or "wavesign"
                 ),
-                created=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                created=format_utc(now),
                 purpose=Purpose(kind="wave", wave=name, tag=tag, ci_version=version),
                 payloads=(
                     Payload.create("wave", "targets", plan.wave, keyids),
